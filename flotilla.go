@@ -1,0 +1,97 @@
+// Package flotilla is the public face of Flotilla: register task handlers and
+// get every role and admin command of the flotilla binary in your own main.
+//
+//	func main() {
+//		app := flotilla.New()
+//		flotilla.Register(app, func(ctx context.Context, env *flotilla.Envelope, a SendEmail) (any, error) {
+//			return nil, send(ctx, a)
+//		})
+//		app.Main()
+//	}
+//
+// Everything else lives in internal/ packages.
+package flotilla
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/flotilla/flotilla/internal/cli"
+	"github.com/flotilla/flotilla/internal/systasks"
+	"github.com/flotilla/flotilla/internal/task"
+)
+
+type (
+	// Envelope is one attempt of a task as a handler sees it.
+	Envelope = task.Envelope
+	// HandlerFunc runs one attempt and returns a JSON-encodable result.
+	HandlerFunc = task.HandlerFunc
+	// Args is implemented by payload types that name their task.
+	Args = task.Args
+	// Option sets per-task defaults at registration.
+	Option = task.Option
+)
+
+// Permanent marks an error as not worth retrying: the task is dead-lettered.
+func Permanent(err error) error { return task.Permanent(err) }
+
+// RetryIn asks for another attempt after d.
+func RetryIn(d time.Duration, err error) error { return task.RetryIn(d, err) }
+
+// WithQueue sets a task's default queue.
+func WithQueue(q string) Option { return task.WithQueue(q) }
+
+// WithMaxRetries sets a task's retry budget.
+func WithMaxRetries(n int) Option { return task.WithMaxRetries(n) }
+
+// WithTimeout sets a task's per-attempt timeout.
+func WithTimeout(d time.Duration) Option { return task.WithTimeout(d) }
+
+// WithoutResult opts a task out of result storage.
+func WithoutResult() Option { return task.WithoutResult() }
+
+// App is a Flotilla binary under construction: its task registry.
+type App struct {
+	reg *task.Registry
+}
+
+// New returns an App with the built-in tasks (sys.ping, sys.echo, sys.sleep,
+// sys.fail, probe.http) registered.
+func New() *App {
+	reg := task.NewRegistry()
+	systasks.Register(reg)
+	return &App{reg: reg}
+}
+
+// Handle registers fn under name; it panics on an invalid or duplicate name.
+func (a *App) Handle(name string, fn HandlerFunc, opts ...Option) { a.reg.Handle(name, fn, opts...) }
+
+// Register registers a typed handler whose args decode into A.
+func Register[A Args](a *App, fn func(ctx context.Context, env *Envelope, args A) (any, error), opts ...Option) {
+	task.Register(a.reg, fn, opts...)
+}
+
+// Tasks lists the registered task names.
+func (a *App) Tasks() []string { return a.reg.Names() }
+
+// Run executes a command line (without the program name): a role such as
+// "worker" or an admin command such as "task send".
+func (a *App) Run(ctx context.Context, args []string) error {
+	return cli.Run(ctx, cli.Env{Registry: a.reg}, args)
+}
+
+// Main runs the command line of the process until SIGINT or SIGTERM and
+// exits with status 1 on error.
+func (a *App) Main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := a.Run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "flotilla:", err)
+		stop()
+		os.Exit(1)
+	}
+}

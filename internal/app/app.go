@@ -1,0 +1,194 @@
+// Package app assembles roles from configuration: it opens the connections a
+// process Needs (shared between roles in dev), builds each role with its own
+// logger and runs them under one errgroup, so the first failing role stops
+// the others.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flotilla/flotilla/internal/api"
+	"github.com/flotilla/flotilla/internal/client"
+	"github.com/flotilla/flotilla/internal/config"
+	"github.com/flotilla/flotilla/internal/jet"
+	"github.com/flotilla/flotilla/internal/logging"
+	"github.com/flotilla/flotilla/internal/rest"
+	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/web"
+	"github.com/flotilla/flotilla/internal/worker"
+)
+
+// Options are what a process adds to its configuration.
+type Options struct {
+	// Registry holds the handlers of this binary.
+	Registry *task.Registry
+	// Stdout receives console logs and the dev banner. Default os.Stdout.
+	Stdout io.Writer
+}
+
+// Run runs role ("web", "api", "worker" or "dev") until ctx is done.
+func Run(ctx context.Context, cfg config.Config, opts Options) error {
+	if opts.Stdout == nil {
+		opts.Stdout = os.Stdout
+	}
+	var roles []string
+	n := Needs{Redis: true}
+	switch cfg.Role {
+	case config.RoleDev:
+		roles = []string{config.RoleWeb, config.RoleAPI, config.RoleWorker}
+		n.Postgres, n.Embed = true, true
+	case config.RoleWeb, config.RoleAPI:
+		roles = []string{cfg.Role}
+		n.Postgres = true
+	case config.RoleWorker:
+		roles = []string{cfg.Role}
+	default:
+		return fmt.Errorf("role %q cannot run here (want web, api, worker or dev)", cfg.Role)
+	}
+	// Loggers first, so that connection errors can be logged per role.
+	loggers := map[string]zerolog.Logger{}
+	for _, r := range roles {
+		l, closer, err := logging.New(cfg.Log, r, opts.Stdout)
+		if err != nil {
+			return err
+		}
+		defer closer.Close()
+		loggers[r] = l
+	}
+	c, err := Open(ctx, cfg, n)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if cfg.Role == config.RoleDev {
+		urlFile := filepath.Join(cfg.DataDir, DevURLFile)
+		if err := os.WriteFile(urlFile, []byte(c.NATSURL+"\n"), 0o644); err != nil {
+			return fmt.Errorf("record dev NATS URL: %w", err)
+		}
+		defer os.Remove(urlFile)
+		printBanner(opts.Stdout, cfg, c)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, r := range roles {
+		run, err := build(gctx, r, cfg, c, opts.Registry, loggers[r])
+		if err != nil {
+			return err
+		}
+		g.Go(func() error {
+			if err := run(gctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("%s: %w", r, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// NewClient builds the producer client for cfg on c.
+func NewClient(cfg config.Config, c *Conns, reg *task.Registry) *client.Client {
+	return client.New(c.NC, c.JS, c.Results, client.Config{
+		Registry: reg, CheckRegistered: cfg.Tasks.CheckRegistered, MaxArgsBytes: cfg.Tasks.MaxBodyBytes,
+		Events: cfg.Tasks.Events, IdempotencyTTL: dedupWindow(c),
+	})
+}
+
+func dedupWindow(c *Conns) time.Duration {
+	if sc, ok := c.Topology.Stream(jet.StreamTasks); ok {
+		return sc.Duplicates
+	}
+	return 0
+}
+
+func checks(c *Conns, postgres bool) []rest.Check {
+	cs := []rest.Check{{Name: "nats", Func: func(context.Context) error {
+		if !c.NC.IsConnected() {
+			return fmt.Errorf("not connected (%s)", c.NC.Status())
+		}
+		return nil
+	}}}
+	if c.Redis != nil {
+		cs = append(cs, rest.Check{Name: "redis", Func: func(ctx context.Context) error { return c.Redis.Ping(ctx).Err() }})
+	}
+	if postgres && c.Pool != nil {
+		cs = append(cs, rest.Check{Name: "postgres", Func: func(ctx context.Context) error { return c.Pool.Ping(ctx) }})
+	}
+	return cs
+}
+
+func build(ctx context.Context, role string, cfg config.Config, c *Conns, reg *task.Registry, log zerolog.Logger) (func(context.Context) error, error) {
+	switch role {
+	case config.RoleWeb:
+		s := web.New(web.Config{Addr: cfg.Web.Addr, MaxBodyBytes: cfg.Tasks.MaxBodyBytes, ShutdownTimeout: cfg.ShutdownTimeout},
+			NewClient(cfg, c, reg), checks(c, true), log)
+		log.Info().Str("addr", cfg.Web.Addr).Msg("web listening")
+		return s.Run, nil
+	case config.RoleAPI:
+		s := api.New(api.Config{Addr: cfg.API.Addr, MaxBodyBytes: cfg.Tasks.MaxBodyBytes, ShutdownTimeout: cfg.ShutdownTimeout},
+			NewClient(cfg, c, reg), checks(c, true), log)
+		log.Info().Str("addr", cfg.API.Addr).Msg("api listening")
+		return s.Run, nil
+	case config.RoleWorker:
+		if cfg.NATS.ApplyStreams {
+			if err := jet.ApplyQueues(ctx, c.JS, c.Topology, cfg.Worker.Queues); err != nil {
+				return nil, err
+			}
+		}
+		w := worker.New(c.NC, c.JS, reg, c.Results, log, WorkerConfig(cfg))
+		e := rest.NewEcho(log)
+		rest.MountHealth(e, "worker", checks(c, false), nil)
+		return func(ctx context.Context) error {
+			g, gctx := errgroup.WithContext(ctx)
+			g.Go(func() error { return w.Run(gctx) })
+			g.Go(func() error { return rest.Serve(gctx, e, cfg.Worker.Addr, cfg.ShutdownTimeout) })
+			return g.Wait()
+		}, nil
+	}
+	return nil, fmt.Errorf("unknown role %q", role)
+}
+
+// WorkerConfig derives the worker's settings from cfg.
+func WorkerConfig(cfg config.Config) worker.Config {
+	return worker.Config{
+		Queues: cfg.Worker.Queues, Concurrency: cfg.Worker.Concurrency, Name: cfg.Worker.Name,
+		MaxRetries: cfg.Tasks.MaxRetries, Timeout: cfg.Tasks.Timeout,
+		Backoff: cfg.Tasks.RetryBackoff, BackoffMax: cfg.Tasks.RetryBackoffMax,
+		AckWait: cfg.NATS.AckWait, Events: cfg.Tasks.Events, ShutdownTimeout: cfg.ShutdownTimeout,
+	}
+}
+
+func printBanner(w io.Writer, cfg config.Config, c *Conns) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nFlotilla dev is running (web, api, worker on one embedded NATS server)\n")
+	fmt.Fprintf(&b, "  web     http://%s   (POST /api/v1/tasks, GET /api/v1/tasks/{id}, /healthz, /readyz, /metrics)\n", hostPort(cfg.Web.Addr))
+	fmt.Fprintf(&b, "  api     http://%s\n", hostPort(cfg.API.Addr))
+	fmt.Fprintf(&b, "  worker  http://%s/healthz   queues=%s concurrency=%d\n", hostPort(cfg.Worker.Addr), strings.Join(cfg.Worker.Queues, ","), cfg.Worker.Concurrency)
+	fmt.Fprintf(&b, "  nats    %s   (store %s)\n", c.NATSURL, c.Server.StoreDir())
+	fmt.Fprintf(&b, "\nTry:\n  curl -XPOST localhost%s/api/v1/tasks -d '{\"task\":\"sys.echo\",\"args\":{\"x\":1}}'\n", portOf(cfg.Web.Addr))
+	fmt.Fprintf(&b, "  export NATS_URL=%s\n  go tool nats stream ls\n  go tool nats stream view TASKS\n  go tool nats consumer ls TASKS\n\n", c.NATSURL)
+	_, _ = io.WriteString(w, b.String())
+}
+
+func hostPort(addr string) string {
+	if strings.HasPrefix(addr, ":") {
+		return "localhost" + addr
+	}
+	return addr
+}
+
+func portOf(addr string) string {
+	if i := strings.LastIndex(addr, ":"); i >= 0 {
+		return addr[i:]
+	}
+	return addr
+}

@@ -1,0 +1,159 @@
+// Package config holds Flotilla's settings and the layered loader that fills
+// them: code defaults (base) → role overlay → optional file (FLOTILLA_CONFIG)
+// → FLOTILLA_* environment → command-line flags. Later layers win.
+//
+// It owns no connections; roles receive a validated [Config] by value.
+package config
+
+import "time"
+
+// Roles a process can run. Dev runs every role in one process.
+const (
+	RoleWeb    = "web"
+	RoleAPI    = "api"
+	RoleWorker = "worker"
+	RoleBeat   = "beat"
+	RoleDev    = "dev"
+	// RoleCLI is used by admin commands (task send, streams apply, …).
+	RoleCLI = "cli"
+)
+
+// Config is the effective configuration of one role.
+type Config struct {
+	// Role is the role this configuration was loaded for (not a file key).
+	Role string `koanf:"-" json:"-"`
+
+	// Env is "dev" or "production". Default "dev" for the dev role,
+	// "production" otherwise.
+	Env string `koanf:"env"`
+	// DataDir holds the embedded JetStream store and other local state of dev. Default ./var.
+	DataDir string `koanf:"data_dir"`
+	// ShutdownTimeout bounds each graceful shutdown step. Default 25s.
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+
+	NATS     NATS     `koanf:"nats"`
+	Database Database `koanf:"database"`
+	Redis    Redis    `koanf:"redis"`
+	Log      Log      `koanf:"log"`
+	Tasks    Tasks    `koanf:"tasks"`
+	Web      Web      `koanf:"web"`
+	API      API      `koanf:"api"`
+	Worker   Worker   `koanf:"worker"`
+	Beat     Beat     `koanf:"beat"`
+}
+
+// NATS configures the connection to NATS and the JetStream topology.
+type NATS struct {
+	// URL lists NATS servers, comma-separated. Empty in dev = embedded server;
+	// default nats://127.0.0.1:4222 otherwise. May hold credentials (redacted).
+	URL string `koanf:"url"`
+	// EmbedAddr is where dev's embedded server listens; a free port is used if taken.
+	// Default 127.0.0.1:4222.
+	EmbedAddr string `koanf:"embed_addr"`
+	// Replicas of every stream: 1 or 3. Default 1.
+	Replicas int `koanf:"replicas"`
+	// ApplyStreams makes roles create-or-update streams/ at start. Default true.
+	ApplyStreams bool `koanf:"apply_streams"`
+	// TaskStreamMaxMsgs bounds the TASKS stream (discard new). Default 1,000,000.
+	TaskStreamMaxMsgs int64 `koanf:"task_stream_max_msgs"`
+	// TaskStreamMaxBytes bounds the TASKS stream in bytes (discard new). Default 1 GiB.
+	TaskStreamMaxBytes int64 `koanf:"task_stream_max_bytes"`
+	// AckWait is how long a worker may hold a task without acking or sending
+	// in-progress before it is redelivered. Default 30s.
+	AckWait time.Duration `koanf:"ack_wait"`
+}
+
+// Database configures PostgreSQL.
+type Database struct {
+	// URL of PostgreSQL. Default postgres://postgres@127.0.0.1:5432/flotilla?sslmode=disable.
+	URL string `koanf:"url"`
+}
+
+// Redis configures the result store.
+type Redis struct {
+	// URL of Redis. Default redis://127.0.0.1:6379/0.
+	URL string `koanf:"url"`
+	// Prefix of every key. Default "flotilla".
+	Prefix string `koanf:"prefix"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Format is "console" or "json". Default console in dev, json otherwise.
+	Format string `koanf:"format"`
+	// Level is a zerolog level name. Default info.
+	Level string `koanf:"level"`
+	// Dir, when set, sends each role's log to a rotating gzip-compressed file
+	// in it (web.log, worker.log, beat.log, kernel_api.log). Default empty = stdout.
+	Dir string `koanf:"dir"`
+	// MaxSizeMB rotates a file when it reaches this size. Default 100.
+	MaxSizeMB int `koanf:"max_size_mb"`
+	// MaxBackups is how many rotated files are kept. Default 10.
+	MaxBackups int `koanf:"max_backups"`
+	// MaxAgeDays deletes rotated files older than this. Default 14.
+	MaxAgeDays int `koanf:"max_age_days"`
+}
+
+// Tasks holds defaults that apply to every task unless a task overrides them.
+type Tasks struct {
+	// MaxBodyBytes limits an enqueue request body and task args. Default 1 MiB.
+	MaxBodyBytes int64 `koanf:"max_body_bytes"`
+	// MaxRetries is the default retry budget. Default 3.
+	MaxRetries int `koanf:"max_retries"`
+	// Timeout is the default per-attempt handler timeout. Default 5m.
+	Timeout time.Duration `koanf:"timeout"`
+	// RetryBackoff is the base of the exponential retry delay. Default 1s.
+	RetryBackoff time.Duration `koanf:"retry_backoff"`
+	// RetryBackoffMax caps the retry delay. Default 10m.
+	RetryBackoffMax time.Duration `koanf:"retry_backoff_max"`
+	// ResultTTL is how long states and results stay in Redis. Default 24h.
+	ResultTTL time.Duration `koanf:"result_ttl"`
+	// Results turns result recording in Redis on or off. Default true.
+	Results bool `koanf:"results"`
+	// Events turns lifecycle events on the EVENTS stream on or off. Default true.
+	Events bool `koanf:"events"`
+	// CheckRegistered rejects enqueues of task names this binary has no
+	// handler for. Producer-only builds turn it off. Default true.
+	CheckRegistered bool `koanf:"check_registered"`
+}
+
+// Web configures the web role.
+type Web struct {
+	// Addr is the HTTP listen address. Default :8080.
+	Addr string `koanf:"addr"`
+}
+
+// API configures the kernel API role.
+type API struct {
+	// Addr is the HTTP listen address. Default :8081.
+	Addr string `koanf:"addr"`
+	// Exec is "remote" (workers over NATS request-reply) or "local" (handlers
+	// in the api process). Default remote.
+	Exec string `koanf:"exec"`
+	// ExecTimeout is the default wait for a sync execution. Default 30s (api overlay).
+	ExecTimeout time.Duration `koanf:"exec_timeout"`
+	// ExecTimeoutMax caps ?timeout=. Default 5m.
+	ExecTimeoutMax time.Duration `koanf:"exec_timeout_max"`
+	// SessionTTL is the lifetime of an api session in Redis. Default 60s (api overlay).
+	SessionTTL time.Duration `koanf:"session_ttl"`
+	// Auth is "none" or "token". Default none in dev, token in production.
+	Auth string `koanf:"auth"`
+}
+
+// Worker configures the worker role.
+type Worker struct {
+	// Addr serves health and metrics. Default :8082.
+	Addr string `koanf:"addr"`
+	// Queues this worker consumes. Default [default].
+	Queues []string `koanf:"queues"`
+	// Concurrency is the number of handlers in flight per queue. Default 64.
+	Concurrency int `koanf:"concurrency"`
+	// Name identifies the worker in task states. Default hostname:pid.
+	Name string `koanf:"name"`
+}
+
+// Beat configures the beat role.
+type Beat struct {
+	// Addr serves health and metrics. Default :8083.
+	Addr string `koanf:"addr"`
+}

@@ -1,0 +1,120 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/knadh/koanf/parsers/yaml"
+)
+
+// RedactedPassword replaces passwords in URLs shown by [Config.Redacted].
+const RedactedPassword = "xxxxx"
+
+// Redacted returns a copy of c with the password of every URL replaced by
+// [RedactedPassword], keeping the user name and host: database.url,
+// redis.url and each server of the comma-separated nats.url. Use it
+// whenever a Config is shown or logged.
+func (c Config) Redacted() Config {
+	r := c
+	r.Worker.Queues = slices.Clone(c.Worker.Queues)
+	r.Database.URL = redactURL(c.Database.URL)
+	r.Redis.URL = redactURL(c.Redis.URL)
+	if r.NATS.URL != "" {
+		parts := strings.Split(c.NATS.URL, ",")
+		for i, p := range parts {
+			parts[i] = redactURL(p)
+		}
+		r.NATS.URL = strings.Join(parts, ",")
+	}
+	return r
+}
+
+// userinfoRE finds "scheme://user:password@" in a URL that url.Parse
+// rejects; it is greedy up to the last "@" so a password holding "@" or "/"
+// is hidden whole.
+var userinfoRE = regexp.MustCompile(`^(\s*[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):.*@`)
+
+// redactURL hides the password of one URL, leaving a URL without one as is.
+func redactURL(s string) string {
+	u, err := url.Parse(strings.TrimSpace(s))
+	if err != nil {
+		return userinfoRE.ReplaceAllString(s, "${1}:"+RedactedPassword+"@")
+	}
+	if _, ok := u.User.Password(); !ok {
+		return s
+	}
+	u.User = url.UserPassword(u.User.Username(), RedactedPassword)
+	return u.String()
+}
+
+// Print writes the redacted configuration (see [Config.Redacted]) to w as
+// format "yaml" or "json", nested under the keys listed by [Keys], with
+// durations as Go duration strings ("30s"). The output is a valid
+// configuration file. It returns an error for any other format, or the
+// write error.
+func (c Config) Print(w io.Writer, format string) error {
+	m := c.Redacted().toMap()
+	var (
+		b   []byte
+		err error
+	)
+	switch format {
+	case "yaml":
+		b, err = yaml.Parser().Marshal(m)
+	case "json":
+		b, err = json.MarshalIndent(m, "", "  ")
+		b = append(b, '\n')
+	default:
+		return fmt.Errorf("config: print: unknown format %q (want yaml or json)", format)
+	}
+	if err != nil {
+		return fmt.Errorf("config: print: %w", err)
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+// toMap returns c as nested maps keyed like the configuration file.
+func (c Config) toMap() map[string]any {
+	root := map[string]any{}
+	cv := reflect.ValueOf(c)
+	for _, k := range keyTable {
+		fv := cv.FieldByIndex(k.index)
+		var v any
+		switch k.kind {
+		case kindDuration:
+			v = time.Duration(fv.Int()).String()
+		case kindInt:
+			v = fv.Int()
+		case kindBool:
+			v = fv.Bool()
+		case kindStrings:
+			list := make([]string, fv.Len()) // never nil: prints [] rather than null
+			for i := range list {
+				list[i] = fv.Index(i).String()
+			}
+			v = list
+		default:
+			v = fv.String()
+		}
+		parts := strings.Split(k.key, ".")
+		m := root
+		for _, p := range parts[:len(parts)-1] {
+			next, ok := m[p].(map[string]any)
+			if !ok {
+				next = map[string]any{}
+				m[p] = next
+			}
+			m = next
+		}
+		m[parts[len(parts)-1]] = v
+	}
+	return root
+}

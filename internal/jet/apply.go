@@ -1,0 +1,159 @@
+package jet
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flotilla/flotilla/streams"
+)
+
+// Topology is the effective JetStream topology: the streams/ files with the
+// settings that vary per deployment applied on top.
+type Topology struct {
+	Streams  []jetstream.StreamConfig
+	Consumer jetstream.ConsumerConfig // template of q-<queue>
+	Mover    jetstream.ConsumerConfig // delayed-mover on DELAYED
+}
+
+// TopologyParams are the deployment settings applied over streams/.
+type TopologyParams struct {
+	// Replicas of every stream (1 or 3); 0 keeps the file's value.
+	Replicas int
+	// TaskMaxMsgs and TaskMaxBytes bound TASKS; 0 keeps the file's value.
+	TaskMaxMsgs  int64
+	TaskMaxBytes int64
+	// AckWait of the queue consumers; 0 keeps the file's value.
+	AckWait time.Duration
+}
+
+// LoadTopology decodes streams/ strictly (unknown fields are an error) and
+// applies p.
+func LoadTopology(p TopologyParams) (Topology, error) {
+	var t Topology
+	for _, name := range []string{streams.TasksStream, streams.EventsStream, streams.DeadStream, streams.DelayedStream} {
+		var sc jetstream.StreamConfig
+		if err := decodeFile(name, &sc); err != nil {
+			return t, err
+		}
+		if p.Replicas > 0 {
+			sc.Replicas = p.Replicas
+		}
+		if sc.Name == StreamTasks {
+			if p.TaskMaxMsgs != 0 {
+				sc.MaxMsgs = p.TaskMaxMsgs
+			}
+			if p.TaskMaxBytes != 0 {
+				sc.MaxBytes = p.TaskMaxBytes
+			}
+		}
+		t.Streams = append(t.Streams, sc)
+	}
+	if err := decodeFile(streams.DefaultConsumer, &t.Consumer); err != nil {
+		return t, err
+	}
+	if err := decodeFile(streams.MoverConsumer, &t.Mover); err != nil {
+		return t, err
+	}
+	if p.AckWait > 0 {
+		t.Consumer.AckWait = p.AckWait
+	}
+	return t, nil
+}
+
+func decodeFile(name string, v any) error {
+	b, err := streams.FS.ReadFile(name)
+	if err != nil {
+		return fmt.Errorf("streams/%s: %w", name, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("streams/%s: %w", name, err)
+	}
+	return nil
+}
+
+// QueueConsumer returns the consumer config of queue q derived from the template.
+func (t Topology) QueueConsumer(q string) jetstream.ConsumerConfig {
+	c := t.Consumer
+	c.Durable = ConsumerName(q)
+	c.Name = ""
+	c.FilterSubject = QueueFilter(q)
+	c.Description = "Queue " + q + ": shared by every worker of the queue"
+	return c
+}
+
+// Stream returns the config of the named stream.
+func (t Topology) Stream(name string) (jetstream.StreamConfig, bool) {
+	for _, s := range t.Streams {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return jetstream.StreamConfig{}, false
+}
+
+// ApplyStreams creates or updates every stream. It is idempotent and safe to
+// run from many replicas at once: a create that loses a race is retried as an
+// update.
+func ApplyStreams(ctx context.Context, js jetstream.JetStream, t Topology) error {
+	for _, sc := range t.Streams {
+		if err := retryRace(ctx, func() error {
+			_, err := js.CreateOrUpdateStream(ctx, sc)
+			return err
+		}); err != nil {
+			return fmt.Errorf("apply stream %s: %w", sc.Name, err)
+		}
+	}
+	return nil
+}
+
+// ApplyQueues creates or updates the durable consumer q-<queue> of each
+// queue, and the delayed-mover consumer on DELAYED.
+func ApplyQueues(ctx context.Context, js jetstream.JetStream, t Topology, queues []string) error {
+	if err := retryRace(ctx, func() error {
+		_, err := js.CreateOrUpdateConsumer(ctx, StreamDelayed, t.Mover)
+		return err
+	}); err != nil {
+		return fmt.Errorf("apply consumer %s on %s: %w", t.Mover.Durable, StreamDelayed, err)
+	}
+	for _, q := range queues {
+		cc := t.QueueConsumer(q)
+		if err := retryRace(ctx, func() error {
+			_, err := js.CreateOrUpdateConsumer(ctx, StreamTasks, cc)
+			return err
+		}); err != nil {
+			return fmt.Errorf("apply consumer %s on %s: %w", cc.Durable, StreamTasks, err)
+		}
+	}
+	return nil
+}
+
+// retryRace retries fn a few times when concurrent creates collide.
+func retryRace(ctx context.Context, fn func() error) error {
+	var err error
+	for i := 0; i < 5; i++ {
+		err = fn()
+		if err == nil {
+			return nil
+		}
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || (apiErr.ErrorCode != jetstream.JSErrCodeStreamNameInUse &&
+			apiErr.ErrorCode != jetstream.JSErrCodeConsumerNameExists && apiErr.ErrorCode != jetstream.JSErrCodeConsumerExists &&
+			apiErr.Code != 503) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(time.Duration(50*(i+1)) * time.Millisecond):
+		}
+	}
+	return err
+}

@@ -1,0 +1,147 @@
+// Package jettest starts in-process NATS servers with JetStream for tests:
+// one server on a random port, or a three-node cluster.
+package jettest
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Server starts a JetStream server on a random port with a temp store and
+// returns it; it is shut down when the test ends.
+func Server(t testing.TB) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		NoLog: true, NoSigs: true, MaxPayload: 8 << 20,
+	})
+	if err != nil {
+		t.Fatalf("jettest: new server: %v", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("jettest: server not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+// Connect opens a client connection to url, closed when the test ends.
+func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatalf("jettest: connect %s: %v", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jettest: jetstream: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, js
+}
+
+// Cluster is a three-node JetStream cluster in this process.
+type Cluster struct {
+	Servers []*server.Server
+	opts    []*server.Options
+}
+
+// URLs returns the client URLs of every running node, comma-separated.
+func (c *Cluster) URLs() string {
+	s := ""
+	for _, ns := range c.Servers {
+		if ns == nil || !ns.Running() {
+			continue
+		}
+		if s != "" {
+			s += ","
+		}
+		s += ns.ClientURL()
+	}
+	return s
+}
+
+// Stop shuts node i down.
+func (c *Cluster) Stop(i int) {
+	c.Servers[i].Shutdown()
+	c.Servers[i].WaitForShutdown()
+}
+
+// NewCluster starts three clustered JetStream nodes and waits until the
+// JetStream meta group has a leader.
+func NewCluster(t testing.TB) *Cluster {
+	t.Helper()
+	ports := freePorts(t, 3)
+	routes := ""
+	for i, p := range ports {
+		if i > 0 {
+			routes += ","
+		}
+		routes += fmt.Sprintf("nats-route://127.0.0.1:%d", p)
+	}
+	c := &Cluster{}
+	for i := 0; i < 3; i++ {
+		o := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Host:       "127.0.0.1", Port: -1,
+			JetStream: true, StoreDir: t.TempDir(),
+			NoLog: true, NoSigs: true, MaxPayload: 8 << 20,
+			Cluster: server.ClusterOpts{Name: "flotilla-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  server.RoutesFromStr(routes),
+		}
+		ns, err := server.NewServer(o)
+		if err != nil {
+			t.Fatalf("jettest: cluster node %d: %v", i+1, err)
+		}
+		go ns.Start()
+		c.Servers = append(c.Servers, ns)
+		c.opts = append(c.opts, o)
+	}
+	t.Cleanup(func() {
+		for _, ns := range c.Servers {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}
+	})
+	for _, ns := range c.Servers {
+		if !ns.ReadyForConnections(15 * time.Second) {
+			t.Fatal("jettest: cluster node not ready")
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, ns := range c.Servers {
+			if ns.JetStreamIsLeader() {
+				return c
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("jettest: no JetStream meta leader within 20s")
+	return nil
+}
+
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("jettest: free port: %v", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		_ = l.Close()
+	}
+	return ports
+}

@@ -1,0 +1,168 @@
+package rest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/flotilla/flotilla/internal/client"
+	"github.com/flotilla/flotilla/internal/results"
+)
+
+// Enqueuer is what the task endpoints need from the client.
+type Enqueuer interface {
+	Enqueue(ctx context.Context, r client.Request) (client.Result, error)
+	Get(ctx context.Context, id string) (results.State, error)
+}
+
+// EnqueueBody is the JSON of POST /api/v1/tasks.
+type EnqueueBody struct {
+	Task           string          `json:"task"`
+	Args           json.RawMessage `json:"args"`
+	Queue          string          `json:"queue"`
+	Countdown      string          `json:"countdown"`
+	ETA            string          `json:"eta"`
+	Expires        string          `json:"expires"`
+	MaxRetries     *int            `json:"max_retries"`
+	Timeout        string          `json:"timeout"`
+	IdempotencyKey string          `json:"idempotency_key"`
+}
+
+// TaskRoutes mounts POST /api/v1/tasks and GET /api/v1/tasks/:id.
+type TaskRoutes struct {
+	Client Enqueuer
+	// MaxBodyBytes limits the request body.
+	MaxBodyBytes int64
+	// Origin is recorded on enqueued tasks: "web" or "api".
+	Origin string
+	Now    func() time.Time
+}
+
+// Mount adds the routes to g (the /api/v1 group).
+func (r TaskRoutes) Mount(g *echo.Group) {
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	g.POST("/tasks", r.enqueue)
+	g.GET("/tasks/:id", r.get)
+}
+
+// ReadBody reads at most limit bytes of the request body: a larger body is 413.
+func ReadBody(c echo.Context, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(c.Request().Body, limit+1))
+	if err != nil {
+		return nil, NewError(http.StatusBadRequest, "bad_body", "", "read body: "+err.Error())
+	}
+	if int64(len(b)) > limit {
+		return nil, NewError(http.StatusRequestEntityTooLarge, "too_large", "body", fmt.Sprintf("body exceeds the limit of %d bytes (tasks.max_body_bytes)", limit))
+	}
+	return b, nil
+}
+
+func (r TaskRoutes) enqueue(c echo.Context) error {
+	b, err := ReadBody(c, r.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	req, err := ParseEnqueue(b, r.Now())
+	if err != nil {
+		return err
+	}
+	req.Origin = r.Origin
+	req.Traceparent = c.Request().Header.Get("traceparent")
+	res, err := r.Client.Enqueue(c.Request().Context(), req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, res)
+}
+
+// ParseEnqueue decodes and checks an enqueue body; every error names its field.
+func ParseEnqueue(b []byte, now time.Time) (client.Request, error) {
+	var body EnqueueBody
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		return client.Request{}, bodyError(err)
+	}
+	if dec.More() {
+		return client.Request{}, NewError(http.StatusBadRequest, "bad_json", "", "body holds more than one JSON value")
+	}
+	req := client.Request{
+		Task: body.Task, Queue: body.Queue, Args: body.Args,
+		MaxRetries: body.MaxRetries, IdempotencyKey: body.IdempotencyKey,
+	}
+	if body.Task == "" {
+		return req, NewError(http.StatusBadRequest, "invalid_field", "task", "task: required")
+	}
+	if s := strings.TrimSpace(string(body.Args)); s == "null" {
+		req.Args = nil
+	}
+	var err error
+	if body.Countdown != "" {
+		if req.Countdown, err = time.ParseDuration(body.Countdown); err != nil {
+			return req, NewError(http.StatusBadRequest, "invalid_field", "countdown", fmt.Sprintf("countdown: %q is not a Go duration such as 30s or 5m", body.Countdown))
+		}
+	}
+	if body.ETA != "" {
+		if req.ETA, err = time.Parse(time.RFC3339, body.ETA); err != nil {
+			return req, NewError(http.StatusBadRequest, "invalid_field", "eta", fmt.Sprintf("eta: %q is not an RFC 3339 time such as 2026-01-02T15:04:05Z", body.ETA))
+		}
+	}
+	if body.Expires != "" {
+		if t, perr := time.Parse(time.RFC3339, body.Expires); perr == nil {
+			req.Expires = t
+		} else if d, derr := time.ParseDuration(body.Expires); derr == nil {
+			if d <= 0 {
+				return req, NewError(http.StatusBadRequest, "invalid_field", "expires", "expires: duration must be positive")
+			}
+			req.Expires = now.Add(d)
+		} else {
+			return req, NewError(http.StatusBadRequest, "invalid_field", "expires", fmt.Sprintf("expires: %q is neither an RFC 3339 time nor a Go duration", body.Expires))
+		}
+	}
+	if body.Timeout != "" {
+		if req.Timeout, err = time.ParseDuration(body.Timeout); err != nil || req.Timeout <= 0 {
+			return req, NewError(http.StatusBadRequest, "invalid_field", "timeout", fmt.Sprintf("timeout: %q is not a positive Go duration", body.Timeout))
+		}
+	}
+	return req, nil
+}
+
+func bodyError(err error) error {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		return NewError(http.StatusBadRequest, "invalid_field", te.Field, fmt.Sprintf("%s: expected %s, got JSON %s", te.Field, te.Type, te.Value))
+	case errors.As(err, &se):
+		return NewError(http.StatusBadRequest, "bad_json", "", "body is not valid JSON: "+err.Error())
+	case errors.Is(err, io.EOF):
+		return NewError(http.StatusBadRequest, "bad_json", "", "body is empty; want a JSON object")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return NewError(http.StatusBadRequest, "unknown_field", f, fmt.Sprintf("%s: unknown field", f))
+	default:
+		return NewError(http.StatusBadRequest, "bad_json", "", "body: "+err.Error())
+	}
+}
+
+func (r TaskRoutes) get(c echo.Context) error {
+	id := c.Param("id")
+	st, err := r.Client.Get(c.Request().Context(), id)
+	if errors.Is(err, results.ErrNotFound) {
+		return NewError(http.StatusNotFound, "not_found", "id", fmt.Sprintf("task %s not found (unknown, or its state expired)", id))
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, st)
+}

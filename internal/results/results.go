@@ -1,0 +1,308 @@
+// Package results keeps task states and results in Redis under
+// <prefix>:task:<id> (a hash with a TTL), plus idempotency keys. Writes from
+// workers go through one batching pipeline so that many concurrent tasks
+// cost one round trip. It does not talk to NATS.
+package results
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNotFound is returned by [Store.Get] for an unknown or expired task id.
+var ErrNotFound = errors.New("task not found")
+
+// State is a task's recorded state, as the HTTP API shows it.
+type State struct {
+	ID         string          `json:"id"`
+	Task       string          `json:"task"`
+	Queue      string          `json:"queue"`
+	State      string          `json:"state"`
+	Result     json.RawMessage `json:"result"`
+	Error      string          `json:"error"`
+	Attempts   int             `json:"attempts"`
+	EnqueuedAt *time.Time      `json:"enqueued_at"`
+	StartedAt  *time.Time      `json:"started_at"`
+	FinishedAt *time.Time      `json:"finished_at"`
+	Worker     string          `json:"worker"`
+}
+
+// Update is a partial state change; zero fields are left as they are.
+type Update struct {
+	Task, Queue string
+	State       string
+	Result      json.RawMessage
+	Error       string
+	Attempts    int
+	EnqueuedAt  time.Time
+	StartedAt   time.Time
+	FinishedAt  time.Time
+	Worker      string
+	// ClearError removes a previous attempt's error.
+	ClearError bool
+}
+
+func (u Update) fields(id string) []any {
+	f := make([]any, 0, 20)
+	f = append(f, "id", id)
+	add := func(k, v string) {
+		if v != "" {
+			f = append(f, k, v)
+		}
+	}
+	add("task", u.Task)
+	add("queue", u.Queue)
+	add("state", u.State)
+	if len(u.Result) > 0 {
+		f = append(f, "result", string(u.Result))
+	}
+	add("error", u.Error)
+	if u.ClearError && u.Error == "" {
+		f = append(f, "error", "")
+	}
+	if u.Attempts > 0 {
+		f = append(f, "attempts", strconv.Itoa(u.Attempts))
+	}
+	addT := func(k string, t time.Time) {
+		if !t.IsZero() {
+			f = append(f, k, t.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	addT("enqueued_at", u.EnqueuedAt)
+	addT("started_at", u.StartedAt)
+	addT("finished_at", u.FinishedAt)
+	add("worker", u.Worker)
+	return f
+}
+
+// Config configures a [Store].
+type Config struct {
+	// Prefix of every key, e.g. "flotilla".
+	Prefix string
+	// TTL of a task's state after its last write.
+	TTL time.Duration
+	// MaxBatch bounds one write pipeline. Default 512.
+	MaxBatch int
+}
+
+// Store reads and writes task states. Close it to stop its writer.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+	ttl    time.Duration
+	max    int
+
+	ops  chan *op
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+type op struct {
+	key    string
+	fields []any
+	done   chan error // nil = fire and forget
+}
+
+// New returns a store using rdb and starts its batching writer.
+func New(rdb redis.UniversalClient, cfg Config) *Store {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 512
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 24 * time.Hour
+	}
+	s := &Store{
+		rdb: rdb, prefix: cfg.Prefix, ttl: cfg.TTL, max: cfg.MaxBatch,
+		ops: make(chan *op, 4096), stop: make(chan struct{}),
+	}
+	s.wg.Add(1)
+	go s.writer()
+	return s
+}
+
+// Close flushes queued writes and stops the writer. It does not close rdb.
+func (s *Store) Close() {
+	s.once.Do(func() { close(s.stop) })
+	s.wg.Wait()
+}
+
+// Key is the Redis key of task id.
+func (s *Store) Key(id string) string { return s.prefix + ":task:" + id }
+
+func (s *Store) idemKey(k string) string { return s.prefix + ":idem:" + k }
+
+// Set writes u for task id and waits until Redis has it.
+func (s *Store) Set(ctx context.Context, id string, u Update) error {
+	o := &op{key: s.Key(id), fields: u.fields(id), done: make(chan error, 1)}
+	select {
+	case s.ops <- o:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.stop:
+		return s.direct(ctx, o)
+	}
+	select {
+	case err := <-o.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// SetAsync queues u for task id without waiting; writes of one task are
+// applied in the order they were queued.
+func (s *Store) SetAsync(id string, u Update) {
+	o := &op{key: s.Key(id), fields: u.fields(id)}
+	select {
+	case s.ops <- o:
+	case <-s.stop:
+	}
+}
+
+// SetMany writes several updates in one pipeline and waits.
+func (s *Store) SetMany(ctx context.Context, ids []string, us []Update) error {
+	pipe := s.rdb.Pipeline()
+	for i, id := range ids {
+		k := s.Key(id)
+		pipe.HSet(ctx, k, us[i].fields(id)...)
+		pipe.Expire(ctx, k, s.ttl)
+	}
+	_, err := pipe.Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("record states: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) direct(ctx context.Context, o *op) error {
+	pipe := s.rdb.Pipeline()
+	pipe.HSet(ctx, o.key, o.fields...)
+	pipe.Expire(ctx, o.key, s.ttl)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+func (s *Store) writer() {
+	defer s.wg.Done()
+	batch := make([]*op, 0, s.max)
+	for {
+		batch = batch[:0]
+		select {
+		case o := <-s.ops:
+			batch = append(batch, o)
+		case <-s.stop:
+			// Flush what is queued, then stop.
+			for {
+				select {
+				case o := <-s.ops:
+					batch = append(batch, o)
+					if len(batch) == s.max {
+						s.flush(batch)
+						batch = batch[:0]
+					}
+				default:
+					if len(batch) > 0 {
+						s.flush(batch)
+					}
+					return
+				}
+			}
+		}
+	fill:
+		for len(batch) < s.max {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		s.flush(batch)
+	}
+}
+
+func (s *Store) flush(batch []*op) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	for _, o := range batch {
+		pipe.HSet(ctx, o.key, o.fields...)
+		pipe.Expire(ctx, o.key, s.ttl)
+	}
+	_, err := pipe.Exec(ctx)
+	if err != nil {
+		err = fmt.Errorf("record task state: %w", err)
+	}
+	for _, o := range batch {
+		if o.done != nil {
+			o.done <- err
+		}
+	}
+}
+
+// Get returns the state of task id, or [ErrNotFound].
+func (s *Store) Get(ctx context.Context, id string) (State, error) {
+	m, err := s.rdb.HGetAll(ctx, s.Key(id)).Result()
+	if err != nil {
+		return State{}, fmt.Errorf("get task %s: %w", id, err)
+	}
+	if len(m) == 0 {
+		return State{}, ErrNotFound
+	}
+	st := State{
+		ID: m["id"], Task: m["task"], Queue: m["queue"], State: m["state"],
+		Error: m["error"], Worker: m["worker"],
+	}
+	if r := m["result"]; r != "" {
+		st.Result = json.RawMessage(r)
+	}
+	st.Attempts, _ = strconv.Atoi(m["attempts"])
+	st.EnqueuedAt = parseTime(m["enqueued_at"])
+	st.StartedAt = parseTime(m["started_at"])
+	st.FinishedAt = parseTime(m["finished_at"])
+	return st, nil
+}
+
+func parseTime(v string) *time.Time {
+	if v == "" {
+		return nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return nil
+	}
+	return &t
+}
+
+// ClaimIdempotencyKey binds key to id for ttl unless it is already bound; it
+// returns the id the key is bound to (id itself when the claim succeeded).
+func (s *Store) ClaimIdempotencyKey(ctx context.Context, key, id string, ttl time.Duration) (string, error) {
+	prev, err := s.rdb.SetArgs(ctx, s.idemKey(key), id, redis.SetArgs{Mode: "NX", Get: true, TTL: ttl}).Result()
+	if errors.Is(err, redis.Nil) {
+		return id, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("claim idempotency key: %w", err)
+	}
+	return prev, nil
+}
+
+// ReleaseIdempotencyKey unbinds key if it is still bound to id (used when the
+// publish that followed the claim failed).
+func (s *Store) ReleaseIdempotencyKey(ctx context.Context, key, id string) error {
+	const script = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`
+	return s.rdb.Eval(ctx, script, []string{s.idemKey(key)}, id).Err()
+}
+
+// Delete removes the state of task id.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	return s.rdb.Del(ctx, s.Key(id)).Err()
+}

@@ -1,0 +1,83 @@
+// Package store owns Flotilla's PostgreSQL access: the pgx pool, creating the
+// dev database, and (from the beat issue on) the sqlc queries. It does not
+// know about NATS or Redis.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+const startHint = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start, or set FLOTILLA_DATABASE_URL"
+
+// Open connects a pool to the database at rawURL and pings it. Errors name
+// the address (never the password) and how to start PostgreSQL.
+func Open(ctx context.Context, rawURL string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("database.url: %s", redactErr(err))
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	pool, err := pgxpool.NewWithConfig(pctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgresql at %s: %s", where(cfg.ConnConfig.Config), redactErr(err))
+	}
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgresql at %s is not reachable (%s); %s", where(cfg.ConnConfig.Config), redactErr(err), startHint)
+	}
+	return pool, nil
+}
+
+// EnsureDatabase creates the database named in rawURL if it does not exist,
+// connecting to the server's "postgres" database to do so (dev only).
+func EnsureDatabase(ctx context.Context, rawURL string) (created bool, err error) {
+	cfg, err := pgx.ParseConfig(rawURL)
+	if err != nil {
+		return false, fmt.Errorf("database.url: %s", redactErr(err))
+	}
+	name := cfg.Database
+	if name == "" || name == "postgres" {
+		return false, nil
+	}
+	admin := cfg.Copy()
+	admin.Database = "postgres"
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(pctx, admin)
+	if err != nil {
+		return false, fmt.Errorf("postgresql at %s is not reachable (%s); %s", where(cfg.Config), redactErr(err), startHint)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var exists bool
+	if err := conn.QueryRow(pctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return false, fmt.Errorf("check database %s: %w", name, err)
+	}
+	if exists {
+		return false, nil
+	}
+	_, err = conn.Exec(pctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // created concurrently
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("create database %s: %w", name, err)
+	}
+	return true, nil
+}
+
+func where(c pgconn.Config) string {
+	return fmt.Sprintf("%s:%d/%s", c.Host, c.Port, c.Database)
+}
+
+// redactErr renders err; pgx already masks passwords in the errors it
+// builds from a connection string.
+func redactErr(err error) string { return err.Error() }

@@ -1,0 +1,60 @@
+// Package task defines what a Flotilla task is to the code that runs it: the
+// [Envelope] a handler receives, the [Registry] of handlers, middleware, the
+// control-flow errors that decide retries, and the names and headers used on
+// the wire. It imports nothing from internal/ and knows nothing of NATS.
+package task
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// Envelope is one attempt of one task as a handler sees it.
+type Envelope struct {
+	// ID is the task id (a ULID), stable across retries.
+	ID string
+	// Name is the registered task name, e.g. "email.send".
+	Name string
+	// Queue the task was enqueued on.
+	Queue string
+	// Args is the task's JSON object of arguments.
+	Args json.RawMessage
+	// Attempt counts deliveries, starting at 1.
+	Attempt int
+	// MaxRetries is the retry budget of this task: it runs at most MaxRetries+1 times.
+	MaxRetries int
+	// Timeout bounds one attempt; zero means the worker's default.
+	Timeout time.Duration
+	// EnqueuedAt is when the task was enqueued.
+	EnqueuedAt time.Time
+	// Expires, when not zero, is when the task stops being worth running.
+	Expires time.Time
+	// Origin says who enqueued it: web, api, cli, client or beat/<schedule>.
+	Origin string
+	// Traceparent is the W3C trace context, if any.
+	Traceparent string
+}
+
+// HandlerFunc runs one attempt of a task and returns its result, which must
+// encode as JSON (nil for none). The error decides what happens next: see
+// [Permanent] and [RetryIn]; any other error is retried with backoff.
+type HandlerFunc func(ctx context.Context, env *Envelope) (any, error)
+
+// Middleware wraps a handler (recover, timeout, logging, metrics).
+type Middleware func(HandlerFunc) HandlerFunc
+
+// States a task moves through, as stored with its result.
+const (
+	StatePending = "PENDING"
+	StateStarted = "STARTED"
+	StateRetry   = "RETRY"
+	StateSuccess = "SUCCESS"
+	StateFailure = "FAILURE"
+	StateExpired = "EXPIRED"
+)
+
+// Final reports whether no further state follows s.
+func Final(s string) bool {
+	return s == StateSuccess || s == StateFailure || s == StateExpired
+}

@@ -1,0 +1,51 @@
+// Package web is the web role: HTTP for people and programs on :8080 —
+// enqueue tasks and read their states (shared with the api role through
+// package rest), health, readiness and metrics.
+package web
+
+import (
+	"context"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/rs/zerolog"
+
+	"github.com/flotilla/flotilla/internal/logging"
+	"github.com/flotilla/flotilla/internal/rest"
+)
+
+// Config configures the web role.
+type Config struct {
+	// Addr to listen on, e.g. ":8080".
+	Addr string
+	// MaxBodyBytes limits request bodies.
+	MaxBodyBytes int64
+	// ShutdownTimeout bounds the graceful HTTP shutdown.
+	ShutdownTimeout time.Duration
+}
+
+// Server is the web role.
+type Server struct {
+	cfg  Config
+	echo *echo.Echo
+}
+
+// New builds the web role's routes.
+func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *Server {
+	log = log.With().Str(logging.Component, "web").Logger()
+	e := rest.NewEcho(log)
+	e.Use(middleware.Recover())
+	rest.MountHealth(e, "web", checks, nil)
+	g := e.Group("/api/v1")
+	rest.TaskRoutes{Client: c, MaxBodyBytes: cfg.MaxBodyBytes, Origin: "web"}.Mount(g)
+	return &Server{cfg: cfg, echo: e}
+}
+
+// Handler exposes the routes (for httptest).
+func (s *Server) Handler() *echo.Echo { return s.echo }
+
+// Run serves until ctx is done, then shuts down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	return rest.Serve(ctx, s.echo, s.cfg.Addr, s.cfg.ShutdownTimeout)
+}
