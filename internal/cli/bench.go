@@ -1,7 +1,60 @@
 package cli
 
-import "github.com/spf13/cobra"
+import (
+	"fmt"
+	"os"
+	"runtime/pprof"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flotilla/flotilla/internal/bench"
+)
 
 func benchCmd(env Env, rf *rootFlags) *cobra.Command {
-	return &cobra.Command{Use: "bench", Short: "Measure throughput and latency", Hidden: true}
+	var cfg bench.Config
+	var cpuProfile string
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure Flotilla against raw JetStream in one run (record results in docs/benchmarks.md)",
+		Long: `bench enqueues --tasks tasks with 64-byte JSON args, drains them with one worker
+of --concurrency handlers (results and events off, then results in Redis and
+events on), runs --round-trips sequential enqueue-and-wait calls and an HTTP
+enqueue phase, and runs the raw JetStream loops in the same run so that every
+Flotilla figure is printed next to its raw counterpart.
+
+Phases (--phases): raw, enqueue, drain, drain-results, roundtrip, http.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			if cfg.RedisURL == "" {
+				c, err := load(cmd, rf, "cli", nil)
+				if err != nil {
+					return fmt.Errorf("bench: %w", err)
+				}
+				cfg.RedisURL = c.Redis.URL
+			}
+			return bench.Run(cmd.Context(), cfg, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.NATSURL, "server", "", "NATS URL to benchmark against (default: an embedded server in a temp dir)")
+	f.IntVar(&cfg.Tasks, "tasks", 100_000, "tasks per throughput phase")
+	f.IntVar(&cfg.Concurrency, "concurrency", 64, "worker concurrency")
+	f.IntVar(&cfg.RoundTrips, "round-trips", 5000, "sequential enqueue-and-wait calls")
+	f.IntVar(&cfg.HTTPClients, "http-clients", 64, "concurrent HTTP clients")
+	f.IntVar(&cfg.HTTPTasks, "http-tasks", 50_000, "tasks enqueued over HTTP")
+	f.IntVar(&cfg.ArgsBytes, "args-bytes", 64, "size of each task's JSON args")
+	f.StringSliceVar(&cfg.Phases, "phases", nil, "phases to run (default all)")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
+	return cmd
 }

@@ -195,7 +195,13 @@ func (c *Client) pubOpts(p *prepared) []jetstream.PublishOpt {
 	if p.runAt.IsZero() {
 		return nil
 	}
-	return []jetstream.PublishOpt{jetstream.WithScheduleAt(p.runAt), jetstream.WithScheduleTarget(jet.DueSubject(p.env.ID))}
+	// Server schedules have one-second resolution (RFC 3339 without
+	// fractions); round up so that a task never runs before its ETA.
+	at := p.runAt.Truncate(time.Second)
+	if at.Before(p.runAt) {
+		at = at.Add(time.Second)
+	}
+	return []jetstream.PublishOpt{jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(jet.DueSubject(p.env.ID))}
 }
 
 // Enqueue validates r, records the task as PENDING and publishes it. Errors:

@@ -1,0 +1,288 @@
+// Package bench measures Flotilla against raw JetStream in one run, on one
+// server, with the same payloads: enqueue throughput (Go client and HTTP),
+// drain throughput (results and events off, then on), and the
+// enqueue-and-wait round trip. It prints ratios so that the overhead Flotilla
+// adds is visible regardless of machine noise.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/flotilla/flotilla/internal/client"
+	"github.com/flotilla/flotilla/internal/jet"
+	"github.com/flotilla/flotilla/internal/results"
+	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/worker"
+)
+
+// Config configures a run.
+type Config struct {
+	// NATSURL of the server to use; empty starts an embedded one in a temp dir.
+	NATSURL string
+	// RedisURL for the phases with results on.
+	RedisURL string
+	// Tasks per throughput phase. Default 100,000.
+	Tasks int
+	// Concurrency of the worker. Default 64.
+	Concurrency int
+	// RoundTrips is the number of sequential enqueue-and-wait calls. Default 5,000.
+	RoundTrips int
+	// HTTPClients and HTTPTasks shape the HTTP enqueue phase. Defaults 64 and 50,000.
+	HTTPClients, HTTPTasks int
+	// ArgsBytes is the size of each task's JSON args. Default 64.
+	ArgsBytes int
+	// Phases to run; empty = all. Names: raw, enqueue, drain, drain-results, roundtrip, http.
+	Phases []string
+}
+
+func (c *Config) defaults() {
+	if c.Tasks <= 0 {
+		c.Tasks = 100_000
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 64
+	}
+	if c.RoundTrips <= 0 {
+		c.RoundTrips = 5000
+	}
+	if c.HTTPClients <= 0 {
+		c.HTTPClients = 64
+	}
+	if c.HTTPTasks <= 0 {
+		c.HTTPTasks = 50_000
+	}
+	if c.ArgsBytes < 16 {
+		c.ArgsBytes = 64
+	}
+	if c.RedisURL == "" {
+		c.RedisURL = "redis://127.0.0.1:6379/0"
+	}
+}
+
+func (c *Config) want(phase string) bool {
+	if len(c.Phases) == 0 {
+		return true
+	}
+	for _, p := range c.Phases {
+		if p == phase {
+			return true
+		}
+	}
+	return false
+}
+
+// env is what the phases share.
+type env struct {
+	cfg    Config
+	out    io.Writer
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	rdb    *redis.Client
+	prefix string
+	reg    *task.Registry
+	topo   jet.Topology
+	args   []byte
+}
+
+// Run runs the benchmark and prints its report to out.
+func Run(ctx context.Context, cfg Config, out io.Writer) error {
+	cfg.defaults()
+	e := &env{cfg: cfg, out: out, reg: task.NewRegistry()}
+	e.reg.Handle("bench.noop", func(context.Context, *task.Envelope) (any, error) { return nil, nil })
+	e.args = makeArgs(cfg.ArgsBytes)
+
+	url := cfg.NATSURL
+	if url == "" {
+		dir, err := os.MkdirTemp("", "flotilla-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
+			StoreDir: filepath.Join(dir, "js"), NoLog: true, NoSigs: true, MaxPayload: 8 << 20})
+		if err != nil {
+			return err
+		}
+		go ns.Start()
+		if !ns.ReadyForConnections(10 * time.Second) {
+			return fmt.Errorf("bench: embedded NATS server not ready")
+		}
+		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+		url = ns.ClientURL()
+	}
+	var err error
+	e.nc, e.js, err = jet.Connect(ctx, url, "flotilla-bench")
+	if err != nil {
+		return err
+	}
+	defer e.nc.Close()
+	e.rdb, err = results.Open(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer e.rdb.Close()
+	e.prefix = fmt.Sprintf("flotilla-bench-%d", time.Now().UnixNano())
+	defer e.cleanRedis(context.WithoutCancel(ctx))
+
+	e.topo, err = jet.LoadTopology(jet.TopologyParams{Replicas: 1, TaskMaxMsgs: -1, TaskMaxBytes: -1})
+	if err != nil {
+		return err
+	}
+	if err := jet.ApplyStreams(ctx, e.js, e.topo); err != nil {
+		return err
+	}
+	if err := jet.ApplyQueues(ctx, e.js, e.topo, []string{"default"}); err != nil {
+		return err
+	}
+
+	fmt.Fprintf(out, "flotilla bench: tasks=%d concurrency=%d args=%dB round_trips=%d http_clients=%d http_tasks=%d server=%s\n\n",
+		cfg.Tasks, cfg.Concurrency, cfg.ArgsBytes, cfg.RoundTrips, cfg.HTTPClients, cfg.HTTPTasks, serverKind(cfg.NATSURL))
+	r := &report{}
+	steps := []struct {
+		name string
+		fn   func(context.Context, *report) error
+	}{
+		{"raw", e.raw},
+		{"enqueue", e.enqueue},
+		{"drain", e.drainOff},
+		{"drain-results", e.drainOn},
+		{"roundtrip", e.roundTrip},
+		{"http", e.httpEnqueue},
+	}
+	for _, s := range steps {
+		if !cfg.want(s.name) {
+			continue
+		}
+		if err := s.fn(ctx, r); err != nil {
+			return fmt.Errorf("bench %s: %w", s.name, err)
+		}
+	}
+	r.print(out)
+	return nil
+}
+
+func serverKind(url string) string {
+	if url == "" {
+		return "embedded"
+	}
+	return url
+}
+
+func makeArgs(n int) []byte {
+	// {"payload":"xxxx..."} of exactly n bytes.
+	pad := n - len(`{"payload":""}`)
+	return []byte(`{"payload":"` + strings.Repeat("x", pad) + `"}`)
+}
+
+func (e *env) cleanRedis(ctx context.Context) {
+	iter := e.rdb.Scan(ctx, 0, e.prefix+":*", 5000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+		if len(keys) == 5000 {
+			e.rdb.Unlink(ctx, keys...)
+			keys = keys[:0]
+		}
+	}
+	if len(keys) > 0 {
+		e.rdb.Unlink(ctx, keys...)
+	}
+}
+
+func (e *env) purgeTasks(ctx context.Context) error {
+	s, err := e.js.Stream(ctx, jet.StreamTasks)
+	if err != nil {
+		return err
+	}
+	return s.Purge(ctx)
+}
+
+func (e *env) store() *results.Store {
+	return results.New(e.rdb, results.Config{Prefix: e.prefix, TTL: 10 * time.Minute})
+}
+
+func (e *env) client(store *results.Store, events bool) *client.Client {
+	return client.New(e.nc, e.js, store, client.Config{Registry: e.reg, CheckRegistered: true, Events: events})
+}
+
+// fill enqueues n tasks through the Go client in batches and returns the rate.
+func (e *env) fill(ctx context.Context, c *client.Client, n int) (float64, error) {
+	const batch = 2000
+	reqs := make([]client.Request, 0, batch)
+	start := time.Now()
+	for done := 0; done < n; {
+		reqs = reqs[:0]
+		for i := 0; i < batch && done+i < n; i++ {
+			reqs = append(reqs, client.Request{Task: "bench.noop", Args: e.args, Origin: "client"})
+		}
+		_, errs := c.EnqueueMany(ctx, reqs)
+		for _, err := range errs {
+			if err != nil {
+				return 0, err
+			}
+		}
+		done += len(reqs)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// drain runs a worker until TASKS is empty and returns the rate.
+func (e *env) drain(ctx context.Context, store *results.Store, events bool, n int) (float64, error) {
+	w := worker.New(e.nc, e.js, e.reg, store, zerolog.Nop(), worker.Config{
+		Queues: []string{"default"}, Concurrency: e.cfg.Concurrency, Name: "bench", MaxRetries: 3,
+		Events: events, ShutdownTimeout: 10 * time.Second,
+	})
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- w.Run(wctx) }()
+	err := e.waitEmpty(ctx, 5*time.Minute)
+	elapsed := time.Since(start)
+	cancel()
+	if werr := <-done; err == nil {
+		err = werr
+	}
+	return float64(n) / elapsed.Seconds(), err
+}
+
+func (e *env) waitEmpty(ctx context.Context, limit time.Duration) error {
+	s, err := e.js.Stream(ctx, jet.StreamTasks)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs == 0 {
+			return nil
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return fmt.Errorf("TASKS not empty after %s", limit)
+}
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p)
+	return sorted[i]
+}
+
+func sortDurations(d []time.Duration) { sort.Slice(d, func(i, j int) bool { return d[i] < d[j] }) }

@@ -1,0 +1,324 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/flotilla/flotilla/internal/client"
+	"github.com/flotilla/flotilla/internal/rest"
+	"github.com/flotilla/flotilla/internal/web"
+	"github.com/flotilla/flotilla/internal/worker"
+)
+
+type report struct {
+	rawPub, rawDrain   float64
+	rawRTT50, rawRTT99 time.Duration
+	enqOff, enqOn      float64
+	drainOff, drainOn  float64
+	rt50, rt99         time.Duration
+	httpRate           float64
+	rssMiB, heapMiB    float64
+	ran                map[string]bool
+}
+
+func (r *report) mark(p string) {
+	if r.ran == nil {
+		r.ran = map[string]bool{}
+	}
+	r.ran[p] = true
+}
+
+// raw measures JetStream alone: async publish, consume-and-ack, core request-reply.
+func (e *env) raw(ctx context.Context, r *report) error {
+	n := e.cfg.Tasks
+	_ = e.js.DeleteStream(ctx, "BENCH_RAW")
+	s, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH_RAW", Subjects: []string{"benchraw.>"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
+	if err != nil {
+		return err
+	}
+	defer e.js.DeleteStream(context.WithoutCancel(ctx), "BENCH_RAW")
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if _, err := e.js.PublishAsync("benchraw.default.noop", e.args); err != nil {
+			return err
+		}
+	}
+	select {
+	case <-e.js.PublishAsyncComplete():
+	case <-time.After(5 * time.Minute):
+		return fmt.Errorf("raw publish did not complete")
+	}
+	r.rawPub = float64(n) / time.Since(start).Seconds()
+
+	cons, err := s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 20000})
+	if err != nil {
+		return err
+	}
+	var got atomic.Int64
+	done := make(chan struct{})
+	start = time.Now()
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		_ = m.Ack()
+		if got.Add(1) == int64(n) {
+			close(done)
+		}
+	}, jetstream.PullMaxMessages(2*e.cfg.Concurrency))
+	if err != nil {
+		return err
+	}
+	<-done
+	cc.Stop()
+	if err := e.waitEmptyStream(ctx, s); err != nil {
+		return err
+	}
+	r.rawDrain = float64(n) / time.Since(start).Seconds()
+
+	// Core request-reply, the floor of any round trip.
+	sub, err := e.nc.Subscribe("benchraw.rr", func(m *nats.Msg) { _ = m.Respond(m.Data) })
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+	lat := make([]time.Duration, 0, e.cfg.RoundTrips)
+	for i := 0; i < e.cfg.RoundTrips; i++ {
+		t := time.Now()
+		if _, err := e.nc.Request("benchraw.rr", e.args, 5*time.Second); err != nil {
+			return err
+		}
+		lat = append(lat, time.Since(t))
+	}
+	sortDurations(lat)
+	r.rawRTT50, r.rawRTT99 = percentile(lat, 0.5), percentile(lat, 0.99)
+	r.mark("raw")
+	return nil
+}
+
+func (e *env) waitEmptyStream(ctx context.Context, s jetstream.Stream) error {
+	for i := 0; i < 100000; i++ {
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs == 0 {
+			return nil
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return fmt.Errorf("raw stream not empty")
+}
+
+// enqueue measures the Go client (results and events off), leaving the tasks
+// for the drain phase.
+func (e *env) enqueue(ctx context.Context, r *report) error {
+	if err := e.purgeTasks(ctx); err != nil {
+		return err
+	}
+	rate, err := e.fill(ctx, e.client(nil, false), e.cfg.Tasks)
+	if err != nil {
+		return err
+	}
+	r.enqOff = rate
+	r.mark("enqueue")
+	return nil
+}
+
+func (e *env) drainOff(ctx context.Context, r *report) error {
+	if !r.ran["enqueue"] {
+		if err := e.purgeTasks(ctx); err != nil {
+			return err
+		}
+		if _, err := e.fill(ctx, e.client(nil, false), e.cfg.Tasks); err != nil {
+			return err
+		}
+	}
+	rate, err := e.drain(ctx, nil, false, e.cfg.Tasks)
+	if err != nil {
+		return err
+	}
+	r.drainOff = rate
+	e.memory(r)
+	r.mark("drain")
+	return nil
+}
+
+// drainOn enqueues with results and events on (measured), then drains with
+// results in Redis and events on (measured).
+func (e *env) drainOn(ctx context.Context, r *report) error {
+	if err := e.purgeTasks(ctx); err != nil {
+		return err
+	}
+	store := e.store()
+	defer store.Close()
+	rate, err := e.fill(ctx, e.client(store, true), e.cfg.Tasks)
+	if err != nil {
+		return err
+	}
+	r.enqOn = rate
+	rate, err = e.drain(ctx, store, true, e.cfg.Tasks)
+	if err != nil {
+		return err
+	}
+	r.drainOn = rate
+	e.memory(r)
+	r.mark("drain-results")
+	return nil
+}
+
+func (e *env) memory(r *report) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	r.heapMiB = max(r.heapMiB, float64(ms.HeapInuse)/(1<<20))
+	r.rssMiB = max(r.rssMiB, rssMiB())
+}
+
+// roundTrip: sequential enqueue-and-wait with a running worker, results on.
+func (e *env) roundTrip(ctx context.Context, r *report) error {
+	if err := e.purgeTasks(ctx); err != nil {
+		return err
+	}
+	store := e.store()
+	defer store.Close()
+	c := e.client(store, true)
+	w := worker.New(e.nc, e.js, e.reg, store, zerolog.Nop(), worker.Config{
+		Queues: []string{"default"}, Concurrency: e.cfg.Concurrency, Name: "bench", Events: true,
+	})
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	defer func() { cancel(); <-done }()
+	lat := make([]time.Duration, 0, e.cfg.RoundTrips)
+	warm := min(200, e.cfg.RoundTrips/10)
+	for i := 0; i < e.cfg.RoundTrips+warm; i++ {
+		t := time.Now()
+		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		st, err := c.EnqueueAndWait(cctx, client.Request{Task: "bench.noop", Args: e.args, Origin: "client"})
+		ccancel()
+		if err != nil {
+			return err
+		}
+		if st.State != "SUCCESS" {
+			return fmt.Errorf("round trip ended %s: %s", st.State, st.Error)
+		}
+		if i >= warm {
+			lat = append(lat, time.Since(t))
+		}
+	}
+	sortDurations(lat)
+	r.rt50, r.rt99 = percentile(lat, 0.5), percentile(lat, 0.99)
+	r.mark("roundtrip")
+	return nil
+}
+
+// httpEnqueue: HTTPClients concurrent keep-alive clients POST /api/v1/tasks
+// to a real web server on loopback (results and events on).
+func (e *env) httpEnqueue(ctx context.Context, r *report) error {
+	if err := e.purgeTasks(ctx); err != nil {
+		return err
+	}
+	defer e.purgeTasks(context.WithoutCancel(ctx))
+	store := e.store()
+	defer store.Close()
+	srv := web.New(web.Config{MaxBodyBytes: 1 << 20}, e.client(store, true), []rest.Check{}, zerolog.Nop())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler()}
+	go func() { _ = hs.Serve(ln) }()
+	defer hs.Close()
+	url := "http://" + ln.Addr().String() + "/api/v1/tasks"
+	body := []byte(`{"task":"bench.noop","args":` + string(e.args) + `}`)
+	tr := &http.Transport{MaxIdleConnsPerHost: e.cfg.HTTPClients, MaxConnsPerHost: e.cfg.HTTPClients}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < e.cfg.HTTPClients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(e.cfg.HTTPTasks) {
+				resp, err := hc.Post(url, "application/json", bytes.NewReader(body))
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					_ = resp.Body.Close()
+					if resp.StatusCode != http.StatusAccepted {
+						err = fmt.Errorf("POST answered %s", resp.Status)
+					}
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	r.httpRate = float64(e.cfg.HTTPTasks) / time.Since(start).Seconds()
+	r.mark("http")
+	return nil
+}
+
+func (r *report) print(w io.Writer) {
+	row := func(name, value, note string) { fmt.Fprintf(w, "%-58s %14s  %s\n", name, value, note) }
+	rate := func(v float64) string { return fmt.Sprintf("%.0f/s", v) }
+	if r.ran["raw"] {
+		row("raw JetStream async publish", rate(r.rawPub), "")
+		row("raw JetStream consume+ack", rate(r.rawDrain), "")
+		row("raw core request-reply p50 / p99", fmt.Sprintf("%s / %s", ms(r.rawRTT50), ms(r.rawRTT99)), "")
+	}
+	if r.ran["enqueue"] {
+		row("enqueue, Go client (results+events off)", rate(r.enqOff), ratio(r.enqOff, r.rawPub, "raw publish"))
+	}
+	if r.ran["drain"] {
+		row("drain, results+events off", rate(r.drainOff), ratio(r.drainOff, r.rawDrain, "raw consume+ack"))
+	}
+	if r.ran["drain-results"] {
+		row("enqueue, Go client (results in Redis, events on)", rate(r.enqOn), ratio(r.enqOn, r.rawPub, "raw publish"))
+		row("drain, results in Redis + events on", rate(r.drainOn), ratio(r.drainOn, r.rawDrain, "raw consume+ack"))
+	}
+	if r.ran["roundtrip"] {
+		row("enqueue-and-wait round trip p50 / p99", fmt.Sprintf("%s / %s", ms(r.rt50), ms(r.rt99)), ratioD(r.rt50, r.rawRTT50))
+	}
+	if r.ran["http"] {
+		row("enqueue over HTTP, concurrent clients", rate(r.httpRate), "")
+	}
+	if r.rssMiB > 0 {
+		row("process RSS after drains (bench+worker+server)", fmt.Sprintf("%.0f MiB", r.rssMiB), fmt.Sprintf("Go heap in use %.0f MiB", r.heapMiB))
+	}
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.3fms", float64(d.Microseconds())/1000) }
+
+func ratio(v, raw float64, what string) string {
+	if raw == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.0f%% of %s", 100*v/raw, what)
+}
+
+func ratioD(v, raw time.Duration) string {
+	if raw == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.1fx raw request-reply p50", float64(v)/float64(raw))
+}
