@@ -24,6 +24,7 @@ import (
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/results"
+	"github.com/flotilla/flotilla/internal/systasks"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/worker"
 )
@@ -101,7 +102,7 @@ type env struct {
 func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	cfg.defaults()
 	e := &env{cfg: cfg, out: out, reg: task.NewRegistry()}
-	e.reg.Handle("bench.noop", func(context.Context, *task.Envelope) (any, error) { return nil, nil })
+	systasks.Register(e.reg) // sys.ping is the no-op task, so an external `flotilla worker` can drain bench tasks
 	e.args = makeArgs(cfg.ArgsBytes)
 
 	url := cfg.NATSURL
@@ -226,7 +227,7 @@ func (e *env) fill(ctx context.Context, c *client.Client, n int) (float64, error
 	for done := 0; done < n; {
 		reqs = reqs[:0]
 		for i := 0; i < batch && done+i < n; i++ {
-			reqs = append(reqs, client.Request{Task: "bench.noop", Args: e.args, Origin: "client"})
+			reqs = append(reqs, client.Request{Task: "sys.ping", Args: e.args, Origin: "client"})
 		}
 		_, errs := c.EnqueueMany(ctx, reqs)
 		for _, err := range errs {

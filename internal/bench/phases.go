@@ -204,7 +204,7 @@ func (e *env) roundTrip(ctx context.Context, r *report) error {
 	for i := 0; i < e.cfg.RoundTrips+warm; i++ {
 		t := time.Now()
 		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-		st, err := c.EnqueueAndWait(cctx, client.Request{Task: "bench.noop", Args: e.args, Origin: "client"})
+		st, err := c.EnqueueAndWait(cctx, client.Request{Task: "sys.ping", Args: e.args, Origin: "client"})
 		ccancel()
 		if err != nil {
 			return err
@@ -240,7 +240,7 @@ func (e *env) httpEnqueue(ctx context.Context, r *report) error {
 	go func() { _ = hs.Serve(ln) }()
 	defer hs.Close()
 	url := "http://" + ln.Addr().String() + "/api/v1/tasks"
-	body := []byte(`{"task":"bench.noop","args":` + string(e.args) + `}`)
+	body := []byte(`{"task":"sys.ping","args":` + string(e.args) + `}`)
 	tr := &http.Transport{MaxIdleConnsPerHost: e.cfg.HTTPClients, MaxConnsPerHost: e.cfg.HTTPClients}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}

@@ -268,8 +268,15 @@ func (c *Client) sent(p *prepared) {
 	if !c.cfg.Events {
 		return
 	}
-	ev, _ := json.Marshal(map[string]any{"id": p.env.ID, "task": p.env.Name, "queue": p.env.Queue, "time": p.env.EnqueuedAt})
+	ev, _ := json.Marshal(sentEvent{ID: p.env.ID, Task: p.env.Name, Queue: p.env.Queue, Time: p.env.EnqueuedAt})
 	_ = c.nc.Publish(jet.EventSubject(jet.EventSent, p.env.Queue, p.env.Name), ev)
+}
+
+type sentEvent struct {
+	ID    string    `json:"id"`
+	Task  string    `json:"task"`
+	Queue string    `json:"queue"`
+	Time  time.Time `json:"time"`
 }
 
 // EnqueueMany enqueues rs with one Redis pipeline and asynchronous publishes,

@@ -46,7 +46,9 @@ func NewTaskMsg(subject string, env *task.Envelope, msgID, notify string) *nats.
 	if notify != "" {
 		h[task.HeaderNotify] = []string{notify}
 	}
-	if env.Queue != "" {
+	if env.Queue != "" && subject != TaskSubject(env.Queue, env.Name) {
+		// Only messages off the tasks.<queue>.<task> subject (delayed ones)
+		// need the queue spelled out.
 		h[task.HeaderQueue] = []string{env.Queue}
 	}
 	data := env.Args

@@ -1,0 +1,237 @@
+package beat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Bucket and key of the beat leader lease.
+const (
+	LeaseBucket = "flotilla_beat"
+	LeaseKey    = "leader"
+)
+
+// ElectorConfig configures leader election.
+type ElectorConfig struct {
+	// ID names this replica in the lease (e.g. hostname:pid).
+	ID string
+	// TTL of the lease: the bucket's max age. Default 10s.
+	TTL time.Duration
+	// Renew is how often the leader renews; default TTL/3.
+	Renew time.Duration
+	// Poll is how often a standby tries to take the lease; default 250ms.
+	Poll time.Duration
+	// Margin: the leader trusts itself only until last renewal + TTL - Margin
+	// (river's local safety margin). Default TTL/5.
+	Margin time.Duration
+	// Replicas of the lease bucket. Default 1.
+	Replicas int
+	// Now is the local clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (c *ElectorConfig) defaults() {
+	if c.TTL <= 0 {
+		c.TTL = 10 * time.Second
+	}
+	if c.Renew <= 0 {
+		c.Renew = c.TTL / 3
+	}
+	if c.Poll <= 0 {
+		c.Poll = 250 * time.Millisecond
+	}
+	if c.Margin <= 0 {
+		c.Margin = c.TTL / 5
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Elector holds or waits for the lease in the flotilla_beat KV bucket. The
+// lease is taken with Create and renewed with Update(rev); a failed renewal
+// ends leadership at once.
+type Elector struct {
+	js  jetstream.JetStream
+	cfg ElectorConfig
+	log zerolog.Logger
+
+	mu      sync.Mutex
+	leading bool
+	until   time.Time // trust the lease until then
+	rev     uint64
+	changes chan bool
+	onChange func(leader bool)
+}
+
+// NewElector returns an elector; Run it.
+func NewElector(js jetstream.JetStream, cfg ElectorConfig, log zerolog.Logger) *Elector {
+	cfg.defaults()
+	return &Elector{js: js, cfg: cfg, log: log, changes: make(chan bool, 16)}
+}
+
+// Changes delivers true when this replica becomes leader and false when it
+// stops being leader.
+func (e *Elector) Changes() <-chan bool { return e.changes }
+
+// IsLeader reports whether this replica may fire now: it holds the lease and
+// its last renewal is recent enough.
+func (e *Elector) IsLeader() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.leading && e.cfg.Now().Before(e.until)
+}
+
+// Bucket creates or updates the lease bucket.
+func Bucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: LeaseBucket, Description: "Flotilla beat leader lease", History: 1,
+		TTL: ttl, Replicas: replicas, Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lease bucket %s: %w", LeaseBucket, err)
+	}
+	return kv, nil
+}
+
+// Run campaigns until ctx ends, then resigns (deletes the lease if it still
+// holds it) so a standby takes over at once.
+func (e *Elector) Run(ctx context.Context) error {
+	kv, err := Bucket(ctx, e.js, e.cfg.TTL, e.cfg.Replicas)
+	if err != nil {
+		return err
+	}
+	defer close(e.changes)
+	tick := time.NewTimer(0)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			e.resign(kv)
+			return nil
+		case <-tick.C:
+		}
+		if e.leadingNow() {
+			e.renew(ctx, kv)
+			tick.Reset(e.cfg.Renew)
+			continue
+		}
+		e.campaign(ctx, kv)
+		if e.leadingNow() {
+			tick.Reset(e.cfg.Renew)
+		} else {
+			tick.Reset(e.cfg.Poll)
+		}
+	}
+}
+
+func (e *Elector) leadingNow() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.leading
+}
+
+func (e *Elector) campaign(ctx context.Context, kv jetstream.KeyValue) {
+	start := e.cfg.Now()
+	cctx, cancel := context.WithTimeout(ctx, e.cfg.Renew)
+	defer cancel()
+	rev, err := kv.Create(cctx, LeaseKey, []byte(e.cfg.ID))
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrKeyExists) && ctx.Err() == nil {
+			e.log.Debug().Err(err).Msg("campaign")
+		}
+		return
+	}
+	e.set(true, rev, start)
+}
+
+func (e *Elector) renew(ctx context.Context, kv jetstream.KeyValue) {
+	start := e.cfg.Now()
+	e.mu.Lock()
+	rev := e.rev
+	e.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, e.cfg.Renew)
+	defer cancel()
+	nrev, err := kv.Update(cctx, LeaseKey, []byte(e.cfg.ID), rev)
+	if err != nil {
+		if ctx.Err() == nil {
+			e.log.Warn().Err(err).Msg("lease renewal failed: no longer leader")
+		}
+		e.set(false, 0, time.Time{})
+		return
+	}
+	e.set(true, nrev, start)
+}
+
+func (e *Elector) set(leading bool, rev uint64, renewedAt time.Time) {
+	e.mu.Lock()
+	changed := e.leading != leading
+	e.leading = leading
+	e.rev = rev
+	if leading {
+		e.until = renewedAt.Add(e.cfg.TTL - e.cfg.Margin)
+	} else {
+		e.until = time.Time{}
+	}
+	e.mu.Unlock()
+	if changed {
+		leadershipGauge.Set(b2f(leading))
+		leadershipChanges.Inc()
+		if leading {
+			e.log.Info().Str("id", e.cfg.ID).Msg("beat leadership acquired")
+		} else {
+			e.log.Info().Str("id", e.cfg.ID).Msg("beat leadership lost")
+		}
+		e.changes <- leading
+	}
+}
+
+func (e *Elector) resign(kv jetstream.KeyValue) {
+	e.mu.Lock()
+	leading, rev := e.leading, e.rev
+	e.mu.Unlock()
+	if !leading {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := kv.Delete(ctx, LeaseKey, jetstream.LastRevision(rev)); err != nil {
+		e.log.Warn().Err(err).Msg("resign")
+	}
+	e.set(false, 0, time.Time{})
+}
+
+// Leader returns the id in the lease, or "" when nobody leads.
+func Leader(ctx context.Context, js jetstream.JetStream) (string, error) {
+	kv, err := js.KeyValue(ctx, LeaseBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	ent, err := kv.Get(ctx, LeaseKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return string(ent.Value()), nil
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

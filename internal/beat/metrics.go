@@ -1,0 +1,26 @@
+package beat
+
+import "github.com/prometheus/client_golang/prometheus"
+
+var (
+	leadershipGauge = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "flotilla_beat_leader", Help: "1 while this beat replica leads, else 0.",
+	})
+	leadershipChanges = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "flotilla_beat_leadership_changes_total", Help: "Times this replica gained or lost leadership.",
+	})
+	fires = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flotilla_beat_fires_total", Help: "Schedule fires published, by result (ok, duplicate, error).",
+	}, []string{"result"})
+	fireLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "flotilla_beat_fire_lag_seconds", Help: "Delay between a fire's due time and its publish.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	})
+	schedulesGauge = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "flotilla_beat_schedules", Help: "Enabled schedules loaded by this replica.",
+	})
+)
+
+func init() {
+	prometheus.MustRegister(leadershipGauge, leadershipChanges, fires, fireLag, schedulesGauge)
+}

@@ -1,0 +1,395 @@
+// Package schedule is the model of a periodic task: its fields, validation,
+// and the arithmetic of when it fires — cron (5 or 6 fields, IANA time zone)
+// or a fixed interval, a deterministic per-schedule spread offset, start and
+// expiry, and the misfire policies that decide what a new leader fires for
+// ticks missed during an outage. It knows nothing of storage or NATS.
+package schedule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/flotilla/flotilla/internal/task"
+)
+
+// Misfire policies: what to fire for ticks missed while no leader fired.
+const (
+	// MisfireSkip fires none of the missed ticks.
+	MisfireSkip = "skip"
+	// MisfireOnce fires the latest missed tick once.
+	MisfireOnce = "once"
+	// MisfireCatchUp fires every missed tick, at most CatchUpMax of them (the latest).
+	MisfireCatchUp = "catch_up"
+)
+
+// Sources of a schedule.
+const (
+	SourceCode    = "code"
+	SourceRuntime = "runtime"
+)
+
+// DefaultCatchUpMax caps catch-up when a schedule sets none.
+const DefaultCatchUpMax = 100
+
+// MinInterval is the shortest interval a schedule may have.
+const MinInterval = time.Second
+
+// Duration is a time.Duration that reads and writes JSON as a Go duration string.
+type Duration time.Duration
+
+// MarshalJSON writes "1m30s" (or "" for zero).
+func (d Duration) MarshalJSON() ([]byte, error) {
+	if d == 0 {
+		return []byte(`""`), nil
+	}
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON reads a Go duration string such as "30s"; "" is zero.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a Go duration string such as \"30s\"")
+	}
+	if s == "" {
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a Go duration such as \"30s\"", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Schedule is a periodic task as stored and shown by the API.
+type Schedule struct {
+	Name        string          `json:"name"`
+	Task        string          `json:"task"`
+	Queue       string          `json:"queue"`
+	Args        json.RawMessage `json:"args"`
+	Cron        string          `json:"cron,omitempty"`
+	Timezone    string          `json:"timezone,omitempty"`
+	Interval    Duration        `json:"interval,omitempty"`
+	StartAt     *time.Time      `json:"start_at,omitempty"`
+	ExpiresAt   *time.Time      `json:"expires_at,omitempty"`
+	Enabled     bool            `json:"enabled"`
+	OneOff      bool            `json:"one_off"`
+	Spread      Duration        `json:"spread,omitempty"`
+	Misfire     string          `json:"misfire"`
+	CatchUpMax  int             `json:"catch_up_max"`
+	Description string          `json:"description"`
+
+	// Read-only bookkeeping.
+	LastRunAt *time.Time `json:"last_run_at"`
+	RunCount  int64      `json:"run_count"`
+	NextRunAt *time.Time `json:"next_run_at"`
+	Source    string     `json:"source"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+}
+
+// FieldError names the field of a schedule that is wrong.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// ErrInvalid matches every FieldError.
+var ErrInvalid = errors.New("invalid schedule")
+
+// Is makes FieldError match ErrInvalid.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$`)
+
+// ValidateName checks a schedule name: letters, digits and _ . : - , at most
+// 200 characters (it appears in Msg-Ids and URLs).
+func ValidateName(name string) error {
+	if !nameRE.MatchString(name) {
+		return &FieldError{"name", fmt.Sprintf("%q is invalid: want 1-200 characters of [A-Za-z0-9_.:-], starting with a letter or digit", name)}
+	}
+	return nil
+}
+
+// Normalize fills defaults: queue "default", args {}, misfire "once",
+// catch_up_max 100, time zone UTC for cron.
+func (s *Schedule) Normalize() {
+	if s.Queue == "" {
+		s.Queue = task.DefaultQueue
+	}
+	if len(s.Args) == 0 || string(s.Args) == "null" {
+		s.Args = json.RawMessage(`{}`)
+	}
+	if s.Misfire == "" {
+		s.Misfire = MisfireOnce
+	}
+	if s.CatchUpMax == 0 {
+		s.CatchUpMax = DefaultCatchUpMax
+	}
+	if s.Cron != "" && s.Timezone == "" {
+		s.Timezone = "UTC"
+	}
+	if s.Source == "" {
+		s.Source = SourceRuntime
+	}
+}
+
+// Validate reports every problem of s, each a *FieldError, joined.
+func (s *Schedule) Validate() error {
+	var errs []error
+	add := func(field, format string, a ...any) {
+		errs = append(errs, &FieldError{field, fmt.Sprintf(format, a...)})
+	}
+	if err := ValidateName(s.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if err := task.ValidateName(s.Task); err != nil {
+		add("task", "%v", err)
+	}
+	if err := task.ValidateQueue(s.Queue); err != nil {
+		add("queue", "%v", err)
+	}
+	if len(s.Args) > 0 && !isObject(s.Args) {
+		add("args", "must be a JSON object")
+	}
+	switch {
+	case s.Cron == "" && s.Interval == 0:
+		add("cron", "give a cron expression or an interval")
+	case s.Cron != "" && s.Interval != 0:
+		add("interval", "give a cron expression or an interval, not both")
+	case s.Interval != 0 && time.Duration(s.Interval) < MinInterval:
+		add("interval", "%s is below the minimum of %s", time.Duration(s.Interval), MinInterval)
+	}
+	if s.Timezone != "" {
+		if _, err := time.LoadLocation(s.Timezone); err != nil {
+			add("timezone", "unknown IANA time zone %q", s.Timezone)
+		} else if s.Cron == "" {
+			add("timezone", "applies to cron schedules only")
+		}
+	}
+	if s.Cron != "" {
+		if strings.Contains(s.Cron, "TZ=") {
+			add("cron", "set the time zone with the timezone field, not in the expression")
+		} else if _, err := parser.Parse(s.Cron); err != nil {
+			add("cron", "%q: %v", s.Cron, err)
+		}
+	}
+	switch s.Misfire {
+	case MisfireSkip, MisfireOnce, MisfireCatchUp, "":
+	default:
+		add("misfire", "%q is not one of skip, once, catch_up", s.Misfire)
+	}
+	if s.CatchUpMax < 0 {
+		add("catch_up_max", "must not be negative")
+	}
+	if s.Spread < 0 {
+		add("spread", "must not be negative")
+	}
+	if s.StartAt != nil && s.ExpiresAt != nil && !s.ExpiresAt.After(*s.StartAt) {
+		add("expires_at", "must be after start_at")
+	}
+	if len(s.Description) > 1000 {
+		add("description", "at most 1000 characters")
+	}
+	if len(errs) == 0 && s.Spread > 0 {
+		c, err := Compile(*s)
+		if err == nil && c.period > 0 && time.Duration(s.Spread) > c.period {
+			add("spread", "%s is longer than the schedule's period of %s", time.Duration(s.Spread), c.period)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isObject(b []byte) bool {
+	t := strings.TrimSpace(string(b))
+	return strings.HasPrefix(t, "{") && json.Valid(b)
+}
+
+var parser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// Compiled is a schedule ready to compute fire times.
+type Compiled struct {
+	S      Schedule
+	cron   cron.Schedule
+	loc    *time.Location
+	offset time.Duration
+	period time.Duration // shortest gap between ticks seen; 0 if unknown
+}
+
+// Compile parses s's cron expression and time zone and computes its offset.
+func Compile(s Schedule) (*Compiled, error) {
+	c := &Compiled{S: s, loc: time.UTC}
+	if s.Cron != "" {
+		if s.Timezone != "" {
+			loc, err := time.LoadLocation(s.Timezone)
+			if err != nil {
+				return nil, &FieldError{"timezone", fmt.Sprintf("unknown IANA time zone %q", s.Timezone)}
+			}
+			c.loc = loc
+		}
+		cs, err := parser.Parse(s.Cron)
+		if err != nil {
+			return nil, &FieldError{"cron", fmt.Sprintf("%q: %v", s.Cron, err)}
+		}
+		c.cron = cs
+		// The shortest gap over a sample of ticks bounds the spread.
+		t := time.Date(2025, 1, 1, 0, 0, 0, 0, c.loc)
+		prev := cs.Next(t)
+		for i := 0; i < 64 && !prev.IsZero(); i++ {
+			n := cs.Next(prev)
+			if n.IsZero() {
+				break
+			}
+			if g := n.Sub(prev); c.period == 0 || g < c.period {
+				c.period = g
+			}
+			prev = n
+		}
+	} else {
+		if time.Duration(s.Interval) < MinInterval {
+			return nil, &FieldError{"interval", fmt.Sprintf("give a cron expression or an interval of at least %s", MinInterval)}
+		}
+		c.period = time.Duration(s.Interval)
+	}
+	c.offset = Offset(s.Name, time.Duration(s.Spread), c.period)
+	return c, nil
+}
+
+// Offset is the deterministic spread offset of schedule name: a hash of the
+// name mapped into [0, spread), never reaching period.
+func Offset(name string, spread, period time.Duration) time.Duration {
+	if spread <= 0 {
+		return 0
+	}
+	if period > 0 && spread > period {
+		spread = period
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(name))
+	// Whole milliseconds keep Msg-Ids and logs readable.
+	ms := int64(spread / time.Millisecond)
+	if ms <= 0 {
+		return 0
+	}
+	return time.Duration(h.Sum64()%uint64(ms)) * time.Millisecond
+}
+
+// Offset returns the spread offset of this schedule.
+func (c *Compiled) Offset() time.Duration { return c.offset }
+
+// Period returns the shortest gap between ticks (0 if unknown).
+func (c *Compiled) Period() time.Duration { return c.period }
+
+// nextTick returns the first nominal tick (without offset) strictly after t.
+func (c *Compiled) nextTick(t time.Time) time.Time {
+	if c.cron != nil {
+		return c.cron.Next(t.In(c.loc))
+	}
+	iv := time.Duration(c.S.Interval)
+	// Interval ticks are anchored at start_at, or the Unix epoch, so that
+	// every replica computes the same ticks.
+	var anchor time.Time
+	if c.S.StartAt != nil {
+		anchor = *c.S.StartAt
+	} else {
+		anchor = time.Unix(0, 0).UTC()
+	}
+	if t.Before(anchor) {
+		return anchor
+	}
+	k := t.Sub(anchor)/iv + 1
+	// time.Duration overflows after ~292 years of nanoseconds; intervals of
+	// at least a second from 1970 stay far below that.
+	return anchor.Add(k * iv)
+}
+
+// Next returns the first fire time strictly after t, honouring start and
+// expiry; ok is false when the schedule never fires again.
+func (c *Compiled) Next(t time.Time) (time.Time, bool) {
+	from := t.Add(-c.offset)
+	if c.S.StartAt != nil && from.Before(c.S.StartAt.Add(-time.Nanosecond)) {
+		from = c.S.StartAt.Add(-time.Nanosecond)
+	}
+	tick := c.nextTick(from)
+	if tick.IsZero() {
+		return time.Time{}, false
+	}
+	fire := tick.Add(c.offset)
+	if c.S.ExpiresAt != nil && fire.After(*c.S.ExpiresAt) {
+		return time.Time{}, false
+	}
+	return fire, true
+}
+
+// Due returns the fire times to publish now for a schedule whose last
+// recorded fire is last (zero if it never fired) at time now, applying the
+// misfire policy to ticks older than grace. Ticks within grace of now count
+// as on time, not missed. The result is in ascending order.
+func (c *Compiled) Due(last, now time.Time, grace time.Duration) []time.Time {
+	from := last
+	if from.IsZero() {
+		// Never fired: nothing is "missed" before the schedule existed.
+		from = now.Add(-grace)
+		if !c.S.CreatedAt.IsZero() && c.S.CreatedAt.After(from) {
+			from = c.S.CreatedAt
+		}
+	}
+	var missed, onTime []time.Time
+	limit := c.S.CatchUpMax
+	if limit <= 0 {
+		limit = DefaultCatchUpMax
+	}
+	// After a long outage, start where at most limit+2 periods remain: older
+	// ticks could never be fired anyway, and walking them costs time.
+	if c.period > 0 {
+		if horizon := now.Add(-grace - time.Duration(limit+2)*c.period); from.Before(horizon) {
+			from = horizon
+		}
+	}
+	t := from
+	for {
+		f, ok := c.Next(t)
+		if !ok || f.After(now) {
+			break
+		}
+		if now.Sub(f) <= grace {
+			onTime = append(onTime, f)
+		} else {
+			missed = append(missed, f)
+			if len(missed) > limit {
+				missed = missed[1:] // keep the latest
+			}
+		}
+		t = f
+	}
+	switch c.S.Misfire {
+	case MisfireSkip:
+		missed = nil
+	case MisfireCatchUp:
+	default: // once
+		if len(missed) > 1 {
+			missed = missed[len(missed)-1:]
+		}
+		if len(missed) == 1 && len(onTime) > 0 {
+			missed = nil // an on-time fire covers it
+		}
+	}
+	return append(missed, onTime...)
+}
+
+// MsgID is the deduplication id of the fire of schedule name at t, the same
+// on every beat replica.
+func MsgID(name string, t time.Time) string {
+	return fmt.Sprintf("beat:%s:%d", name, t.Unix())
+}
