@@ -65,11 +65,11 @@ type Elector struct {
 	cfg ElectorConfig
 	log zerolog.Logger
 
-	mu      sync.Mutex
-	leading bool
-	until   time.Time // trust the lease until then
-	rev     uint64
-	changes chan bool
+	mu       sync.Mutex
+	leading  bool
+	until    time.Time // trust the lease until then
+	rev      uint64
+	changes  chan bool
 	onChange func(leader bool)
 }
 

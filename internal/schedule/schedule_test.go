@@ -32,7 +32,7 @@ func TestValidate(t *testing.T) {
 		{"unknown zone", func(s *Schedule) { s.Timezone = "Mars/Olympus" }, "timezone"},
 		{"both cron and interval", func(s *Schedule) { s.Interval = Duration(time.Minute) }, "interval"},
 		{"neither", func(s *Schedule) { s.Cron, s.Timezone = "", "" }, "cron"},
-		{"interval below 1s", func(s *Schedule) { s.Cron, s.Timezone, s.Interval = "", "", Duration(500 * time.Millisecond) }, "interval"},
+		{"interval below 1s", func(s *Schedule) { s.Cron, s.Timezone, s.Interval = "", "", Duration(500*time.Millisecond) }, "interval"},
 		{"array args", func(s *Schedule) { s.Args = json.RawMessage(`[1]`) }, "args"},
 		{"bad name", func(s *Schedule) { s.Name = "no spaces" }, "name"},
 		{"bad task", func(s *Schedule) { s.Task = "Bad-Task" }, "task"},
