@@ -156,4 +156,20 @@ type Worker struct {
 type Beat struct {
 	// Addr serves health and metrics. Default :8083.
 	Addr string `koanf:"addr"`
+	// LeaseTTL is the leader lease's lifetime (the flotilla_beat bucket TTL);
+	// a standby takes over at most about this long after the leader dies.
+	// Default 10s.
+	LeaseTTL time.Duration `koanf:"lease_ttl"`
+	// Grace: ticks at most this old when a replica starts leading are all
+	// fired (they fell into a failover); older ones follow each schedule's
+	// misfire policy. Must stay below TASKS' duplicate window minus the
+	// lease TTL. Default 30s.
+	Grace time.Duration `koanf:"grace"`
+	// Resync is the period of the full reload from PostgreSQL (the safety
+	// net behind LISTEN/NOTIFY). Default 30s.
+	Resync time.Duration `koanf:"resync"`
+	// PublishMode is "async" (a bounded pipeline, default) or "inline".
+	PublishMode string `koanf:"publish_mode"`
+	// MaxPending bounds the async publish pipeline. Default 4096.
+	MaxPending int `koanf:"max_pending"`
 }

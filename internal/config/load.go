@@ -194,7 +194,12 @@ func defaults(role string) map[string]any {
 		"worker.concurrency": 64,
 		"worker.name":        defaultWorkerName(),
 
-		"beat.addr": ":8083",
+		"beat.addr":         ":8083",
+		"beat.lease_ttl":    10 * time.Second,
+		"beat.grace":        30 * time.Second,
+		"beat.resync":       30 * time.Second,
+		"beat.publish_mode": "async",
+		"beat.max_pending":  4096,
 	}
 }
 

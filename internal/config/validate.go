@@ -131,6 +131,16 @@ func (c Config) Validate() error {
 	}
 
 	v.addr("beat.addr", c.Beat.Addr)
+	v.positive("beat.lease_ttl", c.Beat.LeaseTTL)
+	if c.Beat.LeaseTTL > 0 && c.Beat.LeaseTTL < 2*time.Second {
+		v.addf("beat.lease_ttl", "must be at least 2s, got %s", c.Beat.LeaseTTL)
+	}
+	v.positive("beat.grace", c.Beat.Grace)
+	v.positive("beat.resync", c.Beat.Resync)
+	v.oneOf("beat.publish_mode", c.Beat.PublishMode, "async", "inline")
+	if c.Beat.MaxPending < 1 {
+		v.addf("beat.max_pending", "must be at least 1, got %d", c.Beat.MaxPending)
+	}
 
 	return errors.Join(v.errs...)
 }
