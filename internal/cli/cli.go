@@ -10,7 +10,6 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/flotilla/flotilla/internal/app"
 	"github.com/flotilla/flotilla/internal/config"
@@ -107,10 +106,9 @@ func load(cmd *cobra.Command, rf *rootFlags, role string, extra map[string]strin
 	for k, v := range extra {
 		keys[k] = v
 	}
-	fs := pflag.NewFlagSet(cmd.Name(), pflag.ContinueOnError)
-	fs.AddFlagSet(cmd.Flags())
-	fs.AddFlagSet(cmd.InheritedFlags())
-	return config.Load(role, config.LoadOptions{File: rf.configFile, Flags: fs, FlagKeys: keys})
+	// cmd.Flags() holds the command's own and the inherited persistent
+	// flags, with Changed set for those given on the command line.
+	return config.Load(role, config.LoadOptions{File: rf.configFile, Flags: cmd.Flags(), FlagKeys: keys})
 }
 
 type flagAdder func(cmd *cobra.Command) map[string]string

@@ -22,6 +22,9 @@ import (
 	"github.com/flotilla/flotilla/internal/task"
 )
 
+// headerRoom is what task headers may take of a message.
+const headerRoom = 1024
+
 // Config configures a [Client].
 type Config struct {
 	// Registry, with CheckRegistered, rejects task names it has no handler for.
@@ -129,7 +132,11 @@ func (c *Client) prepare(r Request) (*prepared, error) {
 		args = json.RawMessage(`{}`)
 	}
 	if int64(len(args)) > c.cfg.MaxArgsBytes {
-		return nil, fmt.Errorf("%w: args are %d bytes, the limit is %d", ErrTooLarge, len(args), c.cfg.MaxArgsBytes)
+		return nil, fmt.Errorf("%w: args are %d bytes, the limit is %d (tasks.max_body_bytes)", ErrTooLarge, len(args), c.cfg.MaxArgsBytes)
+	}
+	// Headers take up to a few hundred bytes of the server's max_payload.
+	if mp := c.nc.MaxPayload(); mp > 0 && int64(len(args))+headerRoom > mp {
+		return nil, fmt.Errorf("%w: args are %d bytes, the NATS server's max_payload is %d (raise it on the server)", ErrTooLarge, len(args), mp)
 	}
 	if !jet.IsJSONObject(args) {
 		return nil, fieldErr("args", "must be a JSON object")

@@ -129,7 +129,9 @@ func (w *Worker) Run(ctx context.Context) error {
 				}
 			}()
 		}
-		batch := max(2*w.cfg.Concurrency, 64)
+		// Prefetch one batch of concurrency (Celery's prefetch multiplier 1):
+		// buffered tasks get no in-progress acks, so keep the buffer small.
+		batch := w.cfg.Concurrency
 		cc, err := c.Consume(func(m jetstream.Msg) {
 			select {
 			case <-stopping:
@@ -195,6 +197,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
+// PoisonSlack is how many deliveries beyond MaxRetries+1 a task may have
+// before it is dead-lettered unrun (see process).
+const PoisonSlack = 3
+
 // outcome of one attempt, for metrics and logs.
 const (
 	outSuccess = "success"
@@ -246,7 +252,10 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg) {
 		w.expire(ctx, a)
 		return
 	}
-	if n > env.MaxRetries+1 {
+	// Deliveries also count NAKs of tasks a stopping worker had buffered but
+	// never ran, so a poison task is one delivered PoisonSlack times more
+	// than its budget allows.
+	if n > env.MaxRetries+1+PoisonSlack {
 		w.dead(ctx, a, fmt.Sprintf("delivered %d times, over its budget of %d retries (a worker may have died while running it)", n, env.MaxRetries))
 		return
 	}
@@ -369,6 +378,7 @@ func (w *Worker) fail(ctx context.Context, a *attempt, herr error) {
 	if errors.As(herr, &pe) {
 		a.log.Error().Str("panic", fmt.Sprint(pe.Value)).Bytes("stack", pe.Stack).Msg("handler panicked")
 	}
+	w.event(jet.EventFailed, a, msg)
 	if task.IsPermanent(herr) {
 		w.dead(ctx, a, msg)
 		return

@@ -437,3 +437,30 @@ func TestClusterNodeLoss(t *testing.T) {
 	}
 	require.Equal(t, n, countRuns(&b.runs))
 }
+
+// TestPoisonTaskDeadLettered: a task whose deliveries exceed its budget (as
+// when it kills its worker every time) is dead-lettered without running.
+func TestPoisonTaskDeadLettered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	id := b.enqueue(t, client.Request{Task: "test.count", MaxRetries: intp(0)})
+	cons, err := b.js.Consumer(t.Context(), jet.StreamTasks, jet.ConsumerName("default"))
+	require.NoError(t, err)
+	// Four deliveries that "crash" (NAK without running): 1 + 0 retries + 3 slack.
+	for i := 0; i < 1+worker.PoisonSlack; i++ {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		require.NoError(t, err)
+		var got int
+		for m := range batch.Messages() {
+			got++
+			require.NoError(t, m.Nak())
+		}
+		require.Equal(t, 1, got)
+	}
+	b.start(t, b.cfg())
+	st := b.waitFinal(t, id)
+	require.Equal(t, task.StateFailure, st.State)
+	require.Contains(t, st.Error, "delivered 5 times")
+	_, ran := b.runs.Load(id)
+	require.False(t, ran)
+}
