@@ -24,6 +24,7 @@ import (
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/logging"
 	"github.com/flotilla/flotilla/internal/rest"
+	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/web"
 	"github.com/flotilla/flotilla/internal/worker"
@@ -129,8 +130,14 @@ func checks(c *Conns, postgres bool) []rest.Check {
 func build(ctx context.Context, role string, cfg config.Config, c *Conns, reg *task.Registry, log zerolog.Logger) (func(context.Context) error, error) {
 	switch role {
 	case config.RoleWeb:
-		s := web.New(web.Config{Addr: cfg.Web.Addr, MaxBodyBytes: cfg.Tasks.MaxBodyBytes, ShutdownTimeout: cfg.ShutdownTimeout},
-			NewClient(cfg, c, reg), checks(c, true), log)
+		wcfg := web.Config{
+			Addr: cfg.Web.Addr, MaxBodyBytes: cfg.Tasks.MaxBodyBytes, ShutdownTimeout: cfg.ShutdownTimeout,
+			Registry: reg, CheckRegistered: cfg.Tasks.CheckRegistered,
+		}
+		if c.Pool != nil {
+			wcfg.Schedules = store.New(c.Pool)
+		}
+		s := web.New(wcfg, NewClient(cfg, c, reg), checks(c, true), log)
 		log.Info().Str("addr", cfg.Web.Addr).Msg("web listening")
 		return s.Run, nil
 	case config.RoleAPI:
@@ -160,7 +167,7 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, reg *t
 // WorkerConfig derives the worker's settings from cfg.
 func WorkerConfig(cfg config.Config) worker.Config {
 	return worker.Config{
-		Queues: cfg.Worker.Queues, Concurrency: cfg.Worker.Concurrency, Name: cfg.Worker.Name,
+		Queues: cfg.Worker.Queues, Concurrency: cfg.Worker.Concurrency, Prefetch: cfg.Worker.Prefetch, Name: cfg.Worker.Name,
 		MaxRetries: cfg.Tasks.MaxRetries, Timeout: cfg.Tasks.Timeout,
 		Backoff: cfg.Tasks.RetryBackoff, BackoffMax: cfg.Tasks.RetryBackoffMax,
 		AckWait: cfg.NATS.AckWait, Events: cfg.Tasks.Events, ShutdownTimeout: cfg.ShutdownTimeout,

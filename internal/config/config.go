@@ -148,6 +148,10 @@ type Worker struct {
 	Queues []string `koanf:"queues"`
 	// Concurrency is the number of handlers in flight per queue. Default 64.
 	Concurrency int `koanf:"concurrency"`
+	// Prefetch is how many tasks per queue the worker pulls ahead (running
+	// or waiting, the waiting ones kept alive with in-progress acks).
+	// Default 0 = max(concurrency, 256).
+	Prefetch int `koanf:"prefetch"`
 	// Name identifies the worker in task states. Default hostname:pid.
 	Name string `koanf:"name"`
 }

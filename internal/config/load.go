@@ -192,6 +192,7 @@ func defaults(role string) map[string]any {
 		"worker.addr":        ":8082",
 		"worker.queues":      []string{"default"},
 		"worker.concurrency": 64,
+		"worker.prefetch":    0,
 		"worker.name":        defaultWorkerName(),
 
 		"beat.addr":         ":8083",

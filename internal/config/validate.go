@@ -126,6 +126,9 @@ func (c Config) Validate() error {
 	if c.Worker.Concurrency < 1 || c.Worker.Concurrency > MaxConcurrency {
 		v.addf("worker.concurrency", "must be between 1 and %d, got %d", MaxConcurrency, c.Worker.Concurrency)
 	}
+	if c.Worker.Prefetch < 0 {
+		v.addf("worker.prefetch", "must not be negative, got %d", c.Worker.Prefetch)
+	}
 	if c.Worker.Name == "" {
 		v.addf("worker.name", "must not be empty")
 	}

@@ -32,6 +32,11 @@ type Config struct {
 	Queues []string
 	// Concurrency is the number of handlers in flight per queue.
 	Concurrency int
+	// Prefetch is how many tasks per queue a worker pulls ahead, running or
+	// waiting for a handler; waiting ones get in-progress acks. Default
+	// max(Concurrency, 256): pulling in large batches is what makes a
+	// JetStream consumer fast.
+	Prefetch int
 	// Name identifies this worker in task states and events.
 	Name string
 	// MaxRetries is the default retry budget.
@@ -71,6 +76,12 @@ func New(nc *nats.Conn, js jetstream.JetStream, reg *task.Registry, store *resul
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Prefetch <= 0 {
+		cfg.Prefetch = max(cfg.Concurrency, 256)
+	}
+	if cfg.Prefetch < cfg.Concurrency {
+		cfg.Prefetch = cfg.Concurrency
 	}
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = 30 * time.Second
@@ -118,20 +129,35 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var handlers sync.WaitGroup
 	var ccs []jetstream.ConsumeContext
+	var inboxes []*inbox
+	stopAll := func() {
+		close(stopping)
+		for _, in := range inboxes {
+			for _, m := range in.drain() {
+				_ = m.Nak()
+			}
+			in.close()
+		}
+		for _, cc := range ccs {
+			cc.Drain()
+		}
+	}
 	for i, c := range consumers {
-		jobs := make(chan jetstream.Msg)
+		in := newInbox(w.cfg.Prefetch)
+		inboxes = append(inboxes, in)
 		for n := 0; n < w.cfg.Concurrency; n++ {
 			handlers.Add(1)
 			go func() {
 				defer handlers.Done()
-				for m := range jobs {
+				for {
+					m, ok := in.get()
+					if !ok {
+						return
+					}
 					w.process(workCtx, m)
 				}
 			}()
 		}
-		// Prefetch one batch of concurrency (Celery's prefetch multiplier 1):
-		// buffered tasks get no in-progress acks, so keep the buffer small.
-		batch := w.cfg.Concurrency
 		cc, err := c.Consume(func(m jetstream.Msg) {
 			select {
 			case <-stopping:
@@ -139,49 +165,54 @@ func (w *Worker) Run(ctx context.Context) error {
 				return
 			default:
 			}
-			select {
-			case jobs <- m:
-			case <-stopping:
+			if !in.put(m, w.cfg.Now()) {
 				_ = m.Nak()
 			}
-		}, jetstream.PullMaxMessages(batch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		}, jetstream.PullMaxMessages(w.cfg.Prefetch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) && !errors.Is(err, nats.ErrConnectionClosed) {
 				w.log.Warn().Err(err).Str(logging.Queue, w.cfg.Queues[i]).Msg("consume")
 			}
 		}))
 		if err != nil {
-			close(stopping)
-			for _, cc := range ccs {
-				cc.Stop()
-			}
-			close(jobs)
+			stopAll()
 			handlers.Wait()
 			return fmt.Errorf("consume queue %s: %w", w.cfg.Queues[i], err)
 		}
 		ccs = append(ccs, cc)
-		go func() {
-			<-cc.Closed()
-			close(jobs)
-		}()
 	}
 	mover, err := w.startMover(ctx)
 	if err != nil {
-		close(stopping)
-		for _, cc := range ccs {
-			cc.Stop()
-		}
+		stopAll()
 		handlers.Wait()
 		return err
 	}
 	defer mover.Stop()
-	w.log.Info().Strs("queues", w.cfg.Queues).Int("concurrency", w.cfg.Concurrency).Str(logging.Worker, w.cfg.Name).Msg("worker started")
+
+	// Tasks waiting in an inbox get in-progress acks, like running ones.
+	keeperDone := make(chan struct{})
+	go func() {
+		defer close(keeperDone)
+		every := w.cfg.AckWait / 3
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopping:
+				return
+			case <-t.C:
+				now := w.cfg.Now()
+				for _, in := range inboxes {
+					in.keepAlive(now, every)
+				}
+			}
+		}
+	}()
+	w.log.Info().Strs("queues", w.cfg.Queues).Int("concurrency", w.cfg.Concurrency).Int("prefetch", w.cfg.Prefetch).Str(logging.Worker, w.cfg.Name).Msg("worker started")
 
 	<-ctx.Done()
 	w.log.Info().Msg("worker draining: no new tasks, finishing in-flight ones")
-	close(stopping)
-	for _, cc := range ccs {
-		cc.Drain()
-	}
+	stopAll()
+	<-keeperDone
 	done := make(chan struct{})
 	go func() { handlers.Wait(); close(done) }()
 	grace := time.NewTimer(w.cfg.ShutdownTimeout)
@@ -192,6 +223,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.log.Warn().Dur("grace", w.cfg.ShutdownTimeout).Msg("grace period over: cancelling in-flight tasks")
 		cancelWork()
 		<-done
+	}
+	for _, cc := range ccs {
+		select {
+		case <-cc.Closed():
+		case <-time.After(5 * time.Second):
+		}
 	}
 	w.log.Info().Msg("worker stopped")
 	return nil

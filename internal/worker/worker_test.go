@@ -464,3 +464,29 @@ func TestPoisonTaskDeadLettered(t *testing.T) {
 	_, ran := b.runs.Load(id)
 	require.False(t, ran)
 }
+
+// TestBufferedTasksKeptAlive: tasks prefetched while every handler is busy
+// wait longer than ack_wait; in-progress acks keep them from being
+// redelivered, so each still runs exactly once.
+func TestBufferedTasksKeptAlive(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{ackWait: 600 * time.Millisecond})
+	var ids []string
+	for i := 0; i < 6; i++ {
+		ids = append(ids, b.enqueue(t, client.Request{Task: "test.count", Args: json.RawMessage(`{"ms":300}`)}))
+	}
+	cfg := b.cfg()
+	cfg.AckWait = 600 * time.Millisecond
+	cfg.Concurrency = 1
+	cfg.Prefetch = 8
+	b.start(t, cfg)
+	// A second worker would receive any redelivered task at once.
+	b.start(t, cfg)
+	for _, id := range ids {
+		require.Equal(t, task.StateSuccess, b.waitFinal(t, id).State)
+	}
+	for _, id := range ids {
+		v, _ := b.runs.Load(id)
+		require.EqualValues(t, 1, v.(*atomic.Int64).Load(), "task %s ran more than once", id)
+	}
+}
