@@ -40,7 +40,8 @@ type Conns struct {
 }
 
 // Open connects what n asks for, in order NATS → Redis → PostgreSQL, and
-// applies the JetStream topology when nats.apply_streams is set.
+// applies the JetStream topology when nats.apply_streams is set. With Embed
+// (dev) it also creates the database if missing and applies the migrations.
 func Open(ctx context.Context, cfg config.Config, n Needs) (_ *Conns, err error) {
 	c := &Conns{}
 	defer func() {
@@ -90,6 +91,12 @@ func Open(ctx context.Context, cfg config.Config, n Needs) (_ *Conns, err error)
 		c.Pool, err = store.Open(ctx, cfg.Database.URL)
 		if err != nil {
 			return c, err
+		}
+		if n.Embed {
+			// dev migrates itself; other deployments run `flotilla migrate`.
+			if err := store.Migrate(ctx, c.Pool); err != nil {
+				return c, err
+			}
 		}
 	}
 	return c, nil

@@ -83,6 +83,8 @@ func newRoot(env Env) *cobra.Command {
 		roleCmd(env, rf, config.RoleWorker, "Run a worker for some queues", workerFlags),
 		streamsCmd(env, rf),
 		taskCmd(env, rf),
+		migrateCmd(env, rf),
+		scheduleCmd(env, rf),
 		configCmd(env, rf),
 		healthCmd(env, rf),
 		benchCmd(env, rf),

@@ -1,6 +1,8 @@
 // Package store owns Flotilla's PostgreSQL access: the pgx pool, creating the
-// dev database, and (from the beat issue on) the sqlc queries. It does not
-// know about NATS or Redis.
+// dev database, the embedded migrations (sql/migrations, goose), and a
+// hand-written facade over the sqlc queries of package dbsqlc. Generated
+// types stop here: callers see [schedule.Schedule] and the sentinels of
+// errors.go. It does not know about NATS or Redis.
 package store
 
 import (
@@ -12,7 +14,44 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/flotilla/flotilla/internal/store/dbsqlc"
 )
+
+// Store runs Flotilla's queries on a pool. It is safe for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+	q    *dbsqlc.Queries
+
+	// ListenErrorFunc, when set, receives every connection error of
+	// [Store.ScheduleListen] before it reconnects (for example to log it).
+	// It is called from ScheduleListen's goroutine.
+	ListenErrorFunc func(err error)
+}
+
+// New returns a store on pool; the caller keeps owning (and closes) pool.
+func New(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool, q: dbsqlc.New()}
+}
+
+// InTx runs fn in a transaction: committed when fn returns nil, rolled back
+// otherwise (the rollback error joined to fn's).
+func (s *Store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		if rerr := tx.Rollback(context.WithoutCancel(ctx)); rerr != nil && !errors.Is(rerr, pgx.ErrTxClosed) {
+			return errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+		}
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", interpretError(err))
+	}
+	return nil
+}
 
 const startHint = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start, or set FLOTILLA_DATABASE_URL"
 
@@ -65,7 +104,9 @@ func EnsureDatabase(ctx context.Context, rawURL string) (created bool, err error
 	}
 	_, err = conn.Exec(pctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // created concurrently
+	// Created concurrently: 42P04 (duplicate_database), or 23505 when two
+	// CREATE DATABASE race on pg_database's unique index.
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == codeUniqueViolation) {
 		return false, nil
 	}
 	if err != nil {

@@ -1,6 +1,6 @@
 // Package web is the web role: HTTP for people and programs on :8080 —
 // enqueue tasks and read their states (shared with the api role through
-// package rest), health, readiness and metrics.
+// package rest), manage beat's schedules, health, readiness and metrics.
 package web
 
 import (
@@ -13,6 +13,7 @@ import (
 
 	"github.com/flotilla/flotilla/internal/logging"
 	"github.com/flotilla/flotilla/internal/rest"
+	"github.com/flotilla/flotilla/internal/task"
 )
 
 // Config configures the web role.
@@ -23,6 +24,12 @@ type Config struct {
 	MaxBodyBytes int64
 	// ShutdownTimeout bounds the graceful HTTP shutdown.
 	ShutdownTimeout time.Duration
+	// Schedules, when not nil, serves /api/v1/schedules (see [ScheduleRoutes]).
+	Schedules ScheduleStore
+	// Registry, with CheckRegistered, rejects schedules of tasks without a
+	// handler (tasks.check_registered).
+	Registry        *task.Registry
+	CheckRegistered bool
 }
 
 // Server is the web role.
@@ -39,6 +46,12 @@ func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *
 	rest.MountHealth(e, "web", checks, nil)
 	g := e.Group("/api/v1")
 	rest.TaskRoutes{Client: c, MaxBodyBytes: cfg.MaxBodyBytes, Origin: "web"}.Mount(g)
+	if cfg.Schedules != nil {
+		ScheduleRoutes{
+			Store: cfg.Schedules, Client: c, Registry: cfg.Registry,
+			CheckRegistered: cfg.CheckRegistered, MaxBodyBytes: cfg.MaxBodyBytes,
+		}.Mount(g)
+	}
 	return &Server{cfg: cfg, echo: e}
 }
 

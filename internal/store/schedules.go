@@ -1,0 +1,264 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/flotilla/flotilla/internal/schedule"
+	"github.com/flotilla/flotilla/internal/store/dbsqlc"
+)
+
+// ScheduleList returns every schedule, ordered by name. NextRunAt is not
+// set (it depends on the clock; see [schedule.Compile]).
+func (s *Store) ScheduleList(ctx context.Context) ([]schedule.Schedule, error) {
+	rows, err := s.q.ScheduleList(ctx, s.pool)
+	if err != nil {
+		return nil, fmt.Errorf("list schedules: %w", interpretError(err))
+	}
+	out := make([]schedule.Schedule, len(rows))
+	for i, r := range rows {
+		out[i] = fromRow(r)
+	}
+	return out, nil
+}
+
+// ScheduleGet returns the schedule called name, or [ErrNotFound].
+func (s *Store) ScheduleGet(ctx context.Context, name string) (schedule.Schedule, error) {
+	r, err := s.q.ScheduleGet(ctx, s.pool, name)
+	if err != nil {
+		return schedule.Schedule{}, fmt.Errorf("schedule %s: %w", name, interpretError(err))
+	}
+	return fromRow(r), nil
+}
+
+// ScheduleCreate stores a new runtime schedule (Source is set to
+// [schedule.SourceRuntime]; bookkeeping fields are ignored) and returns it
+// as stored. sc is normalized and validated first: an invalid schedule is a
+// [schedule.FieldError] (matching [schedule.ErrInvalid]). A schedule of the
+// same name is [ErrConflict].
+func (s *Store) ScheduleCreate(ctx context.Context, sc schedule.Schedule) (schedule.Schedule, error) {
+	sc.Source = schedule.SourceRuntime
+	if err := prepare(&sc); err != nil {
+		return schedule.Schedule{}, err
+	}
+	p := toParams(sc)
+	r, err := s.q.ScheduleInsert(ctx, s.pool, dbsqlc.ScheduleInsertParams{
+		Name: p.Name, Task: p.Task, Queue: p.Queue, Args: p.Args, Cron: p.Cron, Timezone: p.Timezone,
+		Interval: p.Interval, StartAt: p.StartAt, ExpiresAt: p.ExpiresAt, Enabled: p.Enabled,
+		OneOff: p.OneOff, Spread: p.Spread, Misfire: p.Misfire, CatchUpMax: p.CatchUpMax,
+		Description: p.Description, Source: schedule.SourceRuntime,
+	})
+	if err != nil {
+		err = interpretError(err)
+		if errors.Is(err, ErrConflict) {
+			return schedule.Schedule{}, fmt.Errorf("schedule %s: %w", sc.Name, ErrConflict)
+		}
+		return schedule.Schedule{}, fmt.Errorf("create schedule %s: %w", sc.Name, err)
+	}
+	return fromRow(r), nil
+}
+
+// ScheduleReplace rewrites the definition of the existing schedule
+// sc.Name (an HTTP PUT): every field but the bookkeeping and Source.
+// It returns [ErrNotFound] when there is no such schedule, and
+// [ErrFromCode] when the schedule is declared in code and sc differs from
+// it in anything but Enabled. sc is normalized and validated first.
+func (s *Store) ScheduleReplace(ctx context.Context, sc schedule.Schedule) (schedule.Schedule, error) {
+	if err := prepare(&sc); err != nil {
+		return schedule.Schedule{}, err
+	}
+	p := toParams(sc)
+	r, err := s.q.ScheduleReplace(ctx, s.pool, dbsqlc.ScheduleReplaceParams(p))
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Unknown, or from code and different: tell which.
+		if _, gerr := s.ScheduleGet(ctx, sc.Name); gerr != nil {
+			return schedule.Schedule{}, gerr
+		}
+		return schedule.Schedule{}, fmt.Errorf("schedule %s: %w", sc.Name, ErrFromCode)
+	}
+	if err != nil {
+		return schedule.Schedule{}, fmt.Errorf("replace schedule %s: %w", sc.Name, interpretError(err))
+	}
+	return fromRow(r), nil
+}
+
+// ScheduleDelete deletes the schedule called name. It returns
+// [ErrNotFound] when there is none and [ErrFromCode] when it is declared in
+// code (disable it instead).
+func (s *Store) ScheduleDelete(ctx context.Context, name string) error {
+	n, err := s.q.ScheduleDelete(ctx, s.pool, name)
+	if err != nil {
+		return fmt.Errorf("delete schedule %s: %w", name, interpretError(err))
+	}
+	if n == 1 {
+		return nil
+	}
+	if _, err := s.ScheduleGet(ctx, name); err != nil {
+		return err
+	}
+	return fmt.Errorf("schedule %s: %w", name, ErrFromCode)
+}
+
+// ScheduleSetEnabled enables or disables the schedule called name (code
+// schedules included) and returns it; [ErrNotFound] if there is none.
+func (s *Store) ScheduleSetEnabled(ctx context.Context, name string, enabled bool) (schedule.Schedule, error) {
+	r, err := s.q.ScheduleSetEnabled(ctx, s.pool, dbsqlc.ScheduleSetEnabledParams{Enabled: enabled, Name: name})
+	if err != nil {
+		return schedule.Schedule{}, fmt.Errorf("schedule %s: %w", name, interpretError(err))
+	}
+	return fromRow(r), nil
+}
+
+// ScheduleSyncCode upserts the schedules declared in code, in one
+// transaction (one pipelined batch), each with Source [schedule.SourceCode].
+// A new row takes sc.Enabled; an existing row keeps its enabled flag (a
+// schedule disabled at runtime stays disabled across restarts) and its
+// bookkeeping, and takes every other field from code. A runtime schedule of
+// the same name becomes a code schedule. Rows whose definition is unchanged
+// are not written, so a restart sends no notifications. Code schedules
+// that are no longer declared are left alone.
+//
+// Every schedule is normalized and validated first; the first invalid one
+// fails the whole sync with an error naming it.
+func (s *Store) ScheduleSyncCode(ctx context.Context, scs []schedule.Schedule) error {
+	if len(scs) == 0 {
+		return nil
+	}
+	params := make([]dbsqlc.ScheduleUpsertCodeParams, len(scs))
+	for i := range scs {
+		sc := scs[i]
+		sc.Source = schedule.SourceCode
+		if err := prepare(&sc); err != nil {
+			return fmt.Errorf("code schedule %s: %w", sc.Name, err)
+		}
+		p := toParams(sc)
+		params[i] = dbsqlc.ScheduleUpsertCodeParams{
+			Name: p.Name, Task: p.Task, Queue: p.Queue, Args: p.Args, Cron: p.Cron, Timezone: p.Timezone,
+			Interval: p.Interval, StartAt: p.StartAt, ExpiresAt: p.ExpiresAt, Enabled: p.Enabled,
+			OneOff: p.OneOff, Spread: p.Spread, Misfire: p.Misfire, CatchUpMax: p.CatchUpMax,
+			Description: p.Description,
+		}
+	}
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		var first error
+		s.q.ScheduleUpsertCode(ctx, tx, params).Exec(func(i int, err error) {
+			if err != nil && first == nil {
+				first = fmt.Errorf("code schedule %s: %w", params[i].Name, interpretError(err))
+			}
+		})
+		return first
+	})
+	if err != nil {
+		return fmt.Errorf("sync code schedules: %w", err)
+	}
+	return nil
+}
+
+// Run is the bookkeeping of Count fires of schedule Name, the latest at
+// FiredAt.
+type Run struct {
+	Name    string
+	FiredAt time.Time
+	Count   int64
+}
+
+// ScheduleRecordRuns adds runs to the bookkeeping in one statement:
+// last_run_at becomes the latest of its value and FiredAt (it never moves
+// back, so batches may arrive out of order), run_count grows by Count, and
+// a one-off schedule disables itself. Several runs of one name add up.
+// Unknown names are ignored (the schedule was deleted meanwhile). Only a
+// one-off's disabling notifies listeners.
+func (s *Store) ScheduleRecordRuns(ctx context.Context, runs []Run) error {
+	if len(runs) == 0 {
+		return nil
+	}
+	p := dbsqlc.ScheduleRecordRunsParams{
+		Names:   make([]string, len(runs)),
+		FiredAt: make([]time.Time, len(runs)),
+		Counts:  make([]int64, len(runs)),
+	}
+	for i, r := range runs {
+		p.Names[i], p.FiredAt[i], p.Counts[i] = r.Name, r.FiredAt, r.Count
+	}
+	if err := s.q.ScheduleRecordRuns(ctx, s.pool, p); err != nil {
+		return fmt.Errorf("record %d schedule runs: %w", len(runs), interpretError(err))
+	}
+	return nil
+}
+
+// prepare normalizes and validates sc.
+func prepare(sc *schedule.Schedule) error {
+	sc.Normalize()
+	if sc.CatchUpMax > math.MaxInt32 {
+		return &schedule.FieldError{Field: "catch_up_max", Msg: fmt.Sprintf("at most %d", math.MaxInt32)}
+	}
+	return sc.Validate()
+}
+
+// toParams converts a normalized schedule to query parameters; the field
+// set is that of ScheduleReplaceParams, which the other writes copy from.
+func toParams(sc schedule.Schedule) dbsqlc.ScheduleReplaceParams {
+	p := dbsqlc.ScheduleReplaceParams{
+		Name: sc.Name, Task: sc.Task, Queue: sc.Queue, Args: sc.Args,
+		StartAt: sc.StartAt, ExpiresAt: sc.ExpiresAt, Enabled: sc.Enabled, OneOff: sc.OneOff,
+		Spread: time.Duration(sc.Spread), Misfire: sc.Misfire, CatchUpMax: int32(sc.CatchUpMax),
+		Description: sc.Description,
+	}
+	if len(p.Args) == 0 {
+		p.Args = json.RawMessage(`{}`)
+	}
+	if sc.Cron != "" {
+		p.Cron = &sc.Cron
+	}
+	if sc.Timezone != "" {
+		p.Timezone = &sc.Timezone
+	}
+	if sc.Interval != 0 {
+		d := time.Duration(sc.Interval)
+		p.Interval = &d
+	}
+	return p
+}
+
+// fromRow converts a row to the domain type.
+func fromRow(r dbsqlc.Schedule) schedule.Schedule {
+	sc := schedule.Schedule{
+		Name: r.Name, Task: r.Task, Queue: r.Queue, Args: r.Args,
+		StartAt: utc(r.StartAt), ExpiresAt: utc(r.ExpiresAt), Enabled: r.Enabled, OneOff: r.OneOff,
+		Spread: schedule.Duration(r.Spread), Misfire: r.Misfire, CatchUpMax: int(r.CatchUpMax),
+		Description: r.Description, LastRunAt: utc(r.LastRunAt), RunCount: r.RunCount,
+		Source: r.Source, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
+	}
+	// jsonb prints `{"a": 1}`; compact it. Key order is jsonb's (by
+	// length, then bytes), not the writer's.
+	var buf bytes.Buffer
+	if json.Compact(&buf, r.Args) == nil {
+		sc.Args = buf.Bytes()
+	}
+	if r.Cron != nil {
+		sc.Cron = *r.Cron
+	}
+	if r.Timezone != nil {
+		sc.Timezone = *r.Timezone
+	}
+	if r.Interval != nil {
+		sc.Interval = schedule.Duration(*r.Interval)
+	}
+	return sc
+}
+
+// utc returns *t in UTC (pgx returns times in the local zone).
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

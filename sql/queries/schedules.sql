@@ -1,0 +1,90 @@
+-- name: ScheduleList :many
+SELECT * FROM schedules ORDER BY name;
+
+-- name: ScheduleGet :one
+SELECT * FROM schedules WHERE name = @name;
+
+-- name: ScheduleInsert :one
+INSERT INTO schedules (
+    name, task, queue, args, cron, timezone, "interval", start_at, expires_at,
+    enabled, one_off, spread, misfire, catch_up_max, description, source
+) VALUES (
+    @name, @task, @queue, @args, @cron, @timezone, @interval, @start_at, @expires_at,
+    @enabled, @one_off, @spread, @misfire, @catch_up_max, @description, @source
+)
+RETURNING *;
+
+-- ScheduleReplace rewrites a schedule's definition. A row that came from
+-- code is updated only when nothing but enabled changes; no row comes back
+-- when the name is unknown or the row is from code and differs.
+-- name: ScheduleReplace :one
+UPDATE schedules SET
+    task = @task, queue = @queue, args = @args, cron = @cron, timezone = @timezone,
+    "interval" = @interval, start_at = @start_at, expires_at = @expires_at,
+    enabled = @enabled, one_off = @one_off, spread = @spread, misfire = @misfire,
+    catch_up_max = @catch_up_max, description = @description
+WHERE name = @name
+  AND (source = 'runtime'
+       OR (task, queue, args, cron, timezone, "interval", start_at, expires_at,
+           one_off, spread, misfire, catch_up_max, description)
+          IS NOT DISTINCT FROM
+          (@task::text, @queue::text, @args::jsonb, sqlc.narg(cron)::text, sqlc.narg(timezone)::text,
+           sqlc.narg(interval)::interval, sqlc.narg(start_at)::timestamptz, sqlc.narg(expires_at)::timestamptz,
+           @one_off::boolean, @spread::interval, @misfire::text, @catch_up_max::integer, @description::text))
+RETURNING *;
+
+-- ScheduleDelete deletes a schedule unless it came from code.
+-- name: ScheduleDelete :execrows
+DELETE FROM schedules WHERE name = @name AND source = 'runtime';
+
+-- name: ScheduleSetEnabled :one
+UPDATE schedules SET enabled = @enabled WHERE name = @name RETURNING *;
+
+-- ScheduleUpsertCode inserts or redefines a schedule declared in code. An
+-- existing row (from code, or a runtime row of the same name, which becomes
+-- a code row) keeps its enabled flag and bookkeeping; a row whose
+-- definition is unchanged is not written at all (no notification).
+-- name: ScheduleUpsertCode :batchexec
+INSERT INTO schedules (
+    name, task, queue, args, cron, timezone, "interval", start_at, expires_at,
+    enabled, one_off, spread, misfire, catch_up_max, description, source
+) VALUES (
+    @name, @task, @queue, @args, @cron, @timezone, @interval, @start_at, @expires_at,
+    @enabled, @one_off, @spread, @misfire, @catch_up_max, @description, 'code'
+)
+ON CONFLICT (name) DO UPDATE SET
+    task = excluded.task, queue = excluded.queue, args = excluded.args, cron = excluded.cron,
+    timezone = excluded.timezone, "interval" = excluded."interval", start_at = excluded.start_at,
+    expires_at = excluded.expires_at, one_off = excluded.one_off, spread = excluded.spread,
+    misfire = excluded.misfire, catch_up_max = excluded.catch_up_max,
+    description = excluded.description, source = 'code'
+WHERE (schedules.task, schedules.queue, schedules.args, schedules.cron, schedules.timezone,
+       schedules."interval", schedules.start_at, schedules.expires_at, schedules.one_off,
+       schedules.spread, schedules.misfire, schedules.catch_up_max, schedules.description,
+       schedules.source)
+      IS DISTINCT FROM
+      (excluded.task, excluded.queue, excluded.args, excluded.cron, excluded.timezone,
+       excluded."interval", excluded.start_at, excluded.expires_at, excluded.one_off,
+       excluded.spread, excluded.misfire, excluded.catch_up_max, excluded.description,
+       excluded.source);
+
+-- ScheduleRecordRuns adds a batch of fires to the bookkeeping in one
+-- statement: last_run_at only moves forward, run_count adds up (several
+-- entries of one name are summed), and a one-off schedule disables itself.
+-- Names that no longer exist are ignored.
+-- name: ScheduleRecordRuns :exec
+UPDATE schedules AS s SET
+    last_run_at = GREATEST(COALESCE(s.last_run_at, r.fired_at), r.fired_at),
+    run_count = s.run_count + r.n,
+    enabled = s.enabled AND NOT s.one_off
+FROM (
+    SELECT u.name, max(u.fired_at) AS fired_at, sum(u.n)::bigint AS n
+    FROM (
+        -- Set-returning functions in one select list advance in lockstep.
+        SELECT unnest(@names::text[]) AS name,
+               unnest(@fired_at::timestamptz[]) AS fired_at,
+               unnest(@counts::bigint[]) AS n
+    ) AS u
+    GROUP BY u.name
+) AS r
+WHERE s.name = r.name;
