@@ -141,6 +141,9 @@ func bodyError(err error) error {
 	var te *json.UnmarshalTypeError
 	var se *json.SyntaxError
 	switch {
+	case errors.As(err, &te) && te.Field == "":
+		// The body itself is not an object: there is no field to name.
+		return NewError(http.StatusBadRequest, "bad_json", "", "body: want a JSON object, got JSON "+te.Value)
 	case errors.As(err, &te):
 		return NewError(http.StatusBadRequest, "invalid_field", te.Field, fmt.Sprintf("%s: expected %s, got JSON %s", te.Field, te.Type, te.Value))
 	case errors.As(err, &se):

@@ -99,10 +99,14 @@ type Store struct {
 	ttl    time.Duration
 	max    int
 
-	ops  chan *op
-	stop chan struct{}
-	wg   sync.WaitGroup
-	once sync.Once
+	ops chan *op
+	// mu guards closed: senders hold it for reading while they queue, so
+	// that once Close has set closed (under the write lock) nothing more is
+	// queued and the writer's final drain sees every queued op.
+	mu     sync.RWMutex
+	closed bool
+	stop   chan struct{}
+	wg     sync.WaitGroup
 }
 
 type op struct {
@@ -129,9 +133,30 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 }
 
 // Close flushes queued writes and stops the writer. It does not close rdb.
+// Writes after Close go to Redis directly, one round trip each.
 func (s *Store) Close() {
-	s.once.Do(func() { close(s.stop) })
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.stop)
+	}
+	s.mu.Unlock()
 	s.wg.Wait()
+}
+
+// queue hands o to the writer; it reports false when the store is closed.
+func (s *Store) queue(ctx context.Context, o *op) (bool, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return false, nil
+	}
+	select {
+	case s.ops <- o:
+		return true, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
 }
 
 // Key is the Redis key of task id.
@@ -142,11 +167,11 @@ func (s *Store) idemKey(k string) string { return s.prefix + ":idem:" + k }
 // Set writes u for task id and waits until Redis has it.
 func (s *Store) Set(ctx context.Context, id string, u Update) error {
 	o := &op{key: s.Key(id), fields: u.fields(id), done: make(chan error, 1)}
-	select {
-	case s.ops <- o:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.stop:
+	queued, err := s.queue(ctx, o)
+	if err != nil {
+		return err
+	}
+	if !queued {
 		return s.direct(ctx, o)
 	}
 	select {
@@ -158,12 +183,14 @@ func (s *Store) Set(ctx context.Context, id string, u Update) error {
 }
 
 // SetAsync queues u for task id without waiting; writes of one task are
-// applied in the order they were queued.
+// applied in the order they were queued. After Close it writes directly
+// and waits (up to 10s), so a late write is not lost.
 func (s *Store) SetAsync(id string, u Update) {
 	o := &op{key: s.Key(id), fields: u.fields(id)}
-	select {
-	case s.ops <- o:
-	case <-s.stop:
+	if queued, _ := s.queue(context.Background(), o); !queued {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.direct(ctx, o)
 	}
 }
 

@@ -107,6 +107,7 @@ func probeHTTP(ctx context.Context, _ *task.Envelope, a ProbeHTTPArgs) (any, err
 	if a.ExpectStatus == 0 {
 		a.ExpectStatus = http.StatusOK
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.URL, nil)
@@ -119,6 +120,11 @@ func probeHTTP(ctx context.Context, _ *task.Envelope, a ProbeHTTPArgs) (any, err
 	resp, err := probeClient.Do(req)
 	res.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
 	if err != nil {
+		if perr := parent.Err(); perr != nil {
+			// The attempt was cut short (shutdown, the task's own timeout):
+			// that says nothing about the target, so it is not a result.
+			return nil, perr
+		}
 		res.Error = err.Error()
 		return res, nil
 	}
