@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/flotilla/flotilla/internal/cli"
+	"github.com/flotilla/flotilla/internal/schedule"
 	"github.com/flotilla/flotilla/internal/systasks"
 	"github.com/flotilla/flotilla/internal/task"
 )
@@ -54,9 +55,46 @@ func WithTimeout(d time.Duration) Option { return task.WithTimeout(d) }
 // WithoutResult opts a task out of result storage.
 func WithoutResult() Option { return task.WithoutResult() }
 
-// App is a Flotilla binary under construction: its task registry.
+// Schedule is a periodic task (see [App.Schedule], [Every], [Cron]).
+type Schedule = schedule.Schedule
+
+// Duration is a time.Duration that reads and writes JSON as "30s".
+type Duration = schedule.Duration
+
+// Misfire policies of a [Schedule].
+const (
+	MisfireSkip    = schedule.MisfireSkip
+	MisfireOnce    = schedule.MisfireOnce
+	MisfireCatchUp = schedule.MisfireCatchUp
+)
+
+// Every returns a schedule named name that runs taskName every d.
+func Every(name, taskName string, d time.Duration) Schedule {
+	return Schedule{Name: name, Task: taskName, Interval: Duration(d), Enabled: true}
+}
+
+// Cron returns a schedule named name that runs taskName at the times of a
+// cron expression (5 fields, or 6 with seconds first) in UTC; set Timezone
+// for another IANA zone.
+func Cron(name, taskName, expr string) Schedule {
+	return Schedule{Name: name, Task: taskName, Cron: expr, Enabled: true}
+}
+
+// App is a Flotilla binary under construction: its task registry and the
+// schedules declared in code.
 type App struct {
-	reg *task.Registry
+	reg       *task.Registry
+	schedules []schedule.Schedule
+}
+
+// Schedule declares a periodic task in code, like Celery's beat_schedule.
+// Beat syncs it into PostgreSQL at start, marked as coming from code: it can
+// be disabled at runtime but not deleted or changed there. A declared
+// schedule starts enabled. An invalid schedule makes the beat role fail at
+// start with an error naming it.
+func (a *App) Schedule(s Schedule) {
+	s.Enabled = true
+	a.schedules = append(a.schedules, s)
 }
 
 // New returns an App with the built-in tasks (sys.ping, sys.echo, sys.sleep,
@@ -81,7 +119,7 @@ func (a *App) Tasks() []string { return a.reg.Names() }
 // Run executes a command line (without the program name): a role such as
 // "worker" or an admin command such as "task send".
 func (a *App) Run(ctx context.Context, args []string) error {
-	return cli.Run(ctx, cli.Env{Registry: a.reg}, args)
+	return cli.Run(ctx, cli.Env{Registry: a.reg, Schedules: a.schedules}, args)
 }
 
 // Main runs the command line of the process until SIGINT or SIGTERM and

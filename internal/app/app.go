@@ -19,11 +19,13 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/flotilla/flotilla/internal/api"
+	"github.com/flotilla/flotilla/internal/beat"
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/config"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/logging"
 	"github.com/flotilla/flotilla/internal/rest"
+	"github.com/flotilla/flotilla/internal/schedule"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/web"
@@ -36,6 +38,9 @@ type Options struct {
 	Registry *task.Registry
 	// Stdout receives console logs and the dev banner. Default os.Stdout.
 	Stdout io.Writer
+	// Schedules are the periodic tasks declared in code; beat syncs them
+	// into PostgreSQL at start.
+	Schedules []schedule.Schedule
 }
 
 // Run runs role ("web", "api", "worker" or "dev") until ctx is done.
@@ -47,15 +52,18 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	n := Needs{Redis: true}
 	switch cfg.Role {
 	case config.RoleDev:
-		roles = []string{config.RoleWeb, config.RoleAPI, config.RoleWorker}
+		roles = []string{config.RoleWeb, config.RoleAPI, config.RoleWorker, config.RoleBeat}
 		n.Postgres, n.Embed = true, true
 	case config.RoleWeb, config.RoleAPI:
 		roles = []string{cfg.Role}
 		n.Postgres = true
 	case config.RoleWorker:
 		roles = []string{cfg.Role}
+	case config.RoleBeat:
+		roles = []string{cfg.Role}
+		n = Needs{Postgres: true}
 	default:
-		return fmt.Errorf("role %q cannot run here (want web, api, worker or dev)", cfg.Role)
+		return fmt.Errorf("role %q cannot run here (want web, api, worker, beat or dev)", cfg.Role)
 	}
 	// Loggers first, so that connection errors can be logged per role.
 	loggers := map[string]zerolog.Logger{}
@@ -82,7 +90,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, r := range roles {
-		run, err := build(gctx, r, cfg, c, opts.Registry, loggers[r])
+		run, err := build(gctx, r, cfg, c, opts, loggers[r])
 		if err != nil {
 			return err
 		}
@@ -127,7 +135,8 @@ func checks(c *Conns, postgres bool) []rest.Check {
 	return cs
 }
 
-func build(ctx context.Context, role string, cfg config.Config, c *Conns, reg *task.Registry, log zerolog.Logger) (func(context.Context) error, error) {
+func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts Options, log zerolog.Logger) (func(context.Context) error, error) {
+	reg := opts.Registry
 	switch role {
 	case config.RoleWeb:
 		wcfg := web.Config{
@@ -137,6 +146,7 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, reg *t
 		if c.Pool != nil {
 			wcfg.Schedules = store.New(c.Pool)
 		}
+		wcfg.BeatLeader = func(ctx context.Context) (string, error) { return beat.Leader(ctx, c.JS) }
 		s := web.New(wcfg, NewClient(cfg, c, reg), checks(c, true), log)
 		log.Info().Str("addr", cfg.Web.Addr).Msg("web listening")
 		return s.Run, nil
@@ -158,6 +168,23 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, reg *t
 			g, gctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return w.Run(gctx) })
 			g.Go(func() error { return rest.Serve(gctx, e, cfg.Worker.Addr, cfg.ShutdownTimeout) })
+			return g.Wait()
+		}, nil
+	case config.RoleBeat:
+		code, err := CodeSchedules(reg, opts.Schedules)
+		if err != nil {
+			return nil, err
+		}
+		b := beat.New(c.NC, c.JS, BeatStore(store.New(c.Pool)), BeatConfig(cfg, code), log)
+		e := rest.NewEcho(log)
+		rest.MountHealth(e, "beat", checks(c, true), func() map[string]any {
+			return map[string]any{"leader": b.IsLeader()}
+		})
+		log.Info().Str("addr", cfg.Beat.Addr).Int("code_schedules", len(code)).Msg("beat starting")
+		return func(ctx context.Context) error {
+			g, gctx := errgroup.WithContext(ctx)
+			g.Go(func() error { return b.Run(gctx) })
+			g.Go(func() error { return rest.Serve(gctx, e, cfg.Beat.Addr, cfg.ShutdownTimeout) })
 			return g.Wait()
 		}, nil
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flotilla/flotilla/internal/app"
 	"github.com/flotilla/flotilla/internal/config"
+	"github.com/flotilla/flotilla/internal/schedule"
 	"github.com/flotilla/flotilla/internal/task"
 )
 
@@ -22,8 +23,10 @@ var Version = "dev"
 // Env is what the commands need from the process.
 type Env struct {
 	Registry *task.Registry
-	Stdout   io.Writer
-	Stderr   io.Writer
+	// Schedules are the periodic tasks declared in code.
+	Schedules []schedule.Schedule
+	Stdout    io.Writer
+	Stderr    io.Writer
 }
 
 // flagKeys maps the flags shared by every command to config keys.
@@ -81,6 +84,7 @@ func newRoot(env Env) *cobra.Command {
 		roleCmd(env, rf, config.RoleWeb, "Run the web role (HTTP on :8080)", addrFlag("web.addr")),
 		roleCmd(env, rf, config.RoleAPI, "Run the kernel API role (HTTP on :8081)", addrFlag("api.addr")),
 		roleCmd(env, rf, config.RoleWorker, "Run a worker for some queues", workerFlags),
+		roleCmd(env, rf, config.RoleBeat, "Run the periodic scheduler (one replica leads, the others stand by)", addrFlag("beat.addr")),
 		streamsCmd(env, rf),
 		taskCmd(env, rf),
 		migrateCmd(env, rf),
@@ -141,7 +145,7 @@ func roleCmd(env Env, rf *rootFlags, role, short string, add flagAdder) *cobra.C
 			if err != nil {
 				return err
 			}
-			return app.Run(cmd.Context(), cfg, app.Options{Registry: env.Registry, Stdout: env.Stdout})
+			return app.Run(cmd.Context(), cfg, app.Options{Registry: env.Registry, Stdout: env.Stdout, Schedules: env.Schedules})
 		},
 	}
 	if add != nil {

@@ -5,6 +5,7 @@ package web
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -30,6 +31,9 @@ type Config struct {
 	// handler (tasks.check_registered).
 	Registry        *task.Registry
 	CheckRegistered bool
+	// BeatLeader, when not nil, serves GET /api/v1/beat: the id of the beat
+	// replica holding the lease ("" when none does).
+	BeatLeader func(ctx context.Context) (string, error)
 }
 
 // Server is the web role.
@@ -51,6 +55,15 @@ func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *
 			Store: cfg.Schedules, Client: c, Registry: cfg.Registry,
 			CheckRegistered: cfg.CheckRegistered, MaxBodyBytes: cfg.MaxBodyBytes,
 		}.Mount(g)
+	}
+	if cfg.BeatLeader != nil {
+		g.GET("/beat", func(c echo.Context) error {
+			id, err := cfg.BeatLeader(c.Request().Context())
+			if err != nil {
+				return err
+			}
+			return c.JSON(http.StatusOK, map[string]any{"leader": id, "has_leader": id != ""})
+		})
 	}
 	return &Server{cfg: cfg, echo: e}
 }
