@@ -73,6 +73,9 @@ type Config struct {
 	Code []schedule.Schedule
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Observe, when set, is called for every fire once the server acked it
+	// (or failed), with its due time; the benchmark measures lag with it.
+	Observe func(name string, due, acked time.Time, err error)
 }
 
 // Scheduler is the beat role's engine.
@@ -475,6 +478,9 @@ func (s *Scheduler) collect(ctx context.Context) {
 }
 
 func (s *Scheduler) done(name string, at time.Time, ack *jetstream.PubAck, err error) {
+	if s.cfg.Observe != nil {
+		s.cfg.Observe(name, at, s.cfg.Now(), err)
+	}
 	switch {
 	case err != nil:
 		fires.WithLabelValues("error").Inc()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -56,5 +57,37 @@ Phases (--phases): raw, enqueue, drain, drain-results, roundtrip, http.`,
 	f.IntVar(&cfg.ArgsBytes, "args-bytes", 64, "size of each task's JSON args")
 	f.StringSliceVar(&cfg.Phases, "phases", nil, "phases to run (default all)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
+	cmd.AddCommand(benchBeatCmd(rf))
+	return cmd
+}
+
+func benchBeatCmd(rf *rootFlags) *cobra.Command {
+	var cfg bench.BeatConfig
+	cmd := &cobra.Command{
+		Use:   "beat",
+		Short: "Load many every-minute schedules with spread and measure one leader's fire lag, CPU and memory",
+		Long: `bench beat stores --schedules "* * * * *" schedules with a one-minute spread in a
+schema of its own (database.url), runs one beat leader against --server (or an
+embedded NATS server, whose CPU then counts too) and reports, for every fire
+during --duration, the lag from its due time to the server's ack, plus the
+process's CPU cores and RSS. Point --server at a separate nats-server to
+measure beat alone.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.DatabaseURL == "" {
+				c, err := load(cmd, rf, "cli", nil)
+				if err != nil {
+					return fmt.Errorf("bench beat: %w", err)
+				}
+				cfg.DatabaseURL = c.Database.URL
+			}
+			return bench.RunBeat(cmd.Context(), cfg, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.NATSURL, "server", "", "NATS URL (default: an embedded server)")
+	f.IntVar(&cfg.Schedules, "schedules", 100_000, "number of every-minute schedules")
+	f.DurationVar(&cfg.Duration, "duration", 70*time.Second, "measurement window")
+	f.StringVar(&cfg.PublishMode, "publish", "async", "publish mode: async or inline")
 	return cmd
 }
