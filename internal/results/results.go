@@ -259,10 +259,22 @@ func (s *Store) writer() {
 func (s *Store) flush(batch []*op) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	pipe := s.rdb.Pipeline()
+	// Writes of one task in one batch (typically STARTED then SUCCESS of a
+	// fast task) become one HSET: its fields in order, so later ones win,
+	// exactly as the separate writes would have left the hash.
+	keys := make([]string, 0, len(batch))
+	fields := make(map[string][]any, len(batch))
 	for _, o := range batch {
-		pipe.HSet(ctx, o.key, o.fields...)
-		pipe.Expire(ctx, o.key, s.ttl)
+		f, seen := fields[o.key]
+		if !seen {
+			keys = append(keys, o.key)
+		}
+		fields[o.key] = append(f, o.fields...)
+	}
+	pipe := s.rdb.Pipeline()
+	for _, k := range keys {
+		pipe.HSet(ctx, k, fields[k]...)
+		pipe.Expire(ctx, k, s.ttl)
 	}
 	_, err := pipe.Exec(ctx)
 	if err != nil {

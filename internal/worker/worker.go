@@ -514,16 +514,6 @@ func (w *Worker) expire(ctx context.Context, a *attempt) {
 	a.log.Info().Msg("task expired; not run")
 }
 
-type event struct {
-	ID       string    `json:"id"`
-	Task     string    `json:"task"`
-	Queue    string    `json:"queue"`
-	Attempt  int       `json:"attempt"`
-	Worker   string    `json:"worker"`
-	Time     time.Time `json:"time"`
-	Error    string    `json:"error,omitempty"`
-	RuntimeS float64   `json:"runtime_s,omitempty"`
-}
 
 // event publishes a lifecycle event with core NATS (best effort: events are
 // for dashboards, the state of record is in Redis and the streams).
@@ -536,12 +526,41 @@ func (w *Worker) event(kind string, a *attempt, errMsg string) {
 		return
 	}
 	now := w.cfg.Now()
-	ev := event{ID: a.env.ID, Task: name, Queue: q, Attempt: a.env.Attempt, Worker: w.cfg.Name, Time: now, Error: errMsg}
+	runtime := 0.0
 	if kind != jet.EventStarted {
-		ev.RuntimeS = now.Sub(a.start).Seconds()
+		runtime = now.Sub(a.start).Seconds()
 	}
-	b, _ := json.Marshal(ev)
-	_ = w.nc.Publish(jet.EventSubject(kind, q, name), b)
+	_ = w.nc.Publish(jet.EventSubject(kind, q, name), appendEvent(make([]byte, 0, 256), a, w.cfg.Name, now, errMsg, runtime))
+}
+
+// appendEvent encodes an event as JSON by hand: it runs twice per task, and
+// every field but the error is known to need no escaping (validated names, a
+// ULID) — the error and worker name go through encoding/json.
+func appendEvent(b []byte, a *attempt, worker string, now time.Time, errMsg string, runtime float64) []byte {
+	b = append(b, `{"id":"`...)
+	b = append(b, a.env.ID...)
+	b = append(b, `","task":"`...)
+	b = append(b, a.env.Name...)
+	b = append(b, `","queue":"`...)
+	b = append(b, a.env.Queue...)
+	b = append(b, `","attempt":`...)
+	b = strconv.AppendInt(b, int64(a.env.Attempt), 10)
+	b = append(b, `,"worker":`...)
+	wq, _ := json.Marshal(worker)
+	b = append(b, wq...)
+	b = append(b, `,"time":"`...)
+	b = now.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	if errMsg != "" {
+		eq, _ := json.Marshal(errMsg)
+		b = append(b, `,"error":`...)
+		b = append(b, eq...)
+	}
+	if runtime > 0 {
+		b = append(b, `,"runtime_s":`...)
+		b = strconv.AppendFloat(b, runtime, 'f', -1, 64)
+	}
+	return append(b, '}')
 }
 
 // notify tells a waiting caller the final state over core NATS.
