@@ -221,7 +221,7 @@ func (e *env) client(store *results.Store, events bool) *client.Client {
 
 // fill enqueues n tasks through the Go client in batches and returns the rate.
 func (e *env) fill(ctx context.Context, c *client.Client, n int) (float64, error) {
-	const batch = 2000
+	const batch = 10000
 	reqs := make([]client.Request, 0, batch)
 	start := time.Now()
 	for done := 0; done < n; {
