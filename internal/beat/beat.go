@@ -194,10 +194,58 @@ func (s *Scheduler) loop(ctx context.Context) error {
 	s.reloadAll(ctx)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	resync := time.NewTicker(s.cfg.Resync)
-	defer resync.Stop()
-	flush := time.NewTicker(s.cfg.Flush)
-	defer flush.Stop()
+	// Reading every schedule and writing bookkeeping take database round
+	// trips (seconds with 100,000 schedules): they run beside the firing
+	// loop, which only applies their results, so no fire waits for them.
+	lists := make(chan []schedule.Schedule, 1)
+	resyncNow := make(chan struct{}, 1)
+	var side sync.WaitGroup
+	sideCtx, stopSide := context.WithCancel(ctx)
+	defer func() { stopSide(); side.Wait() }()
+	side.Add(2)
+	go func() {
+		defer side.Done()
+		t := time.NewTicker(s.cfg.Resync)
+		defer t.Stop()
+		for {
+			select {
+			case <-sideCtx.Done():
+				return
+			case <-t.C:
+			case <-resyncNow:
+			}
+			if len(s.cfg.Code) > 0 {
+				_ = s.store.SyncCode(sideCtx, s.cfg.Code)
+			}
+			list, err := s.store.List(sideCtx)
+			if err != nil {
+				if sideCtx.Err() == nil {
+					s.dbError(err, "load schedules")
+				}
+				continue
+			}
+			s.dbOK()
+			select {
+			case lists <- list:
+			case <-sideCtx.Done():
+				return
+			}
+		}
+	}()
+	go func() {
+		defer side.Done()
+		t := time.NewTicker(s.cfg.Flush)
+		defer t.Stop()
+		for {
+			select {
+			case <-sideCtx.Done():
+				s.flushRuns(context.WithoutCancel(ctx))
+				return
+			case <-t.C:
+				s.flushRuns(sideCtx)
+			}
+		}
+	}()
 	changes := s.el.Changes()
 	for {
 		wait := time.Hour
@@ -213,7 +261,6 @@ func (s *Scheduler) loop(ctx context.Context) error {
 		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
-			s.flushRuns(context.WithoutCancel(ctx))
 			return nil
 		case leading, ok := <-changes:
 			if !ok {
@@ -226,17 +273,15 @@ func (s *Scheduler) loop(ctx context.Context) error {
 			}
 		case name := <-s.notify:
 			if name == "" {
-				s.reloadAll(ctx)
+				select {
+				case resyncNow <- struct{}{}:
+				default:
+				}
 			} else {
 				s.reload(ctx, name)
 			}
-		case <-resync.C:
-			if len(s.cfg.Code) > 0 {
-				_ = s.store.SyncCode(ctx, s.cfg.Code)
-			}
-			s.reloadAll(ctx)
-		case <-flush.C:
-			s.flushRuns(ctx)
+		case list := <-lists:
+			s.apply(list)
 		case <-timer.C:
 			s.fireDue(ctx)
 		}
@@ -258,6 +303,11 @@ func (s *Scheduler) reloadAll(ctx context.Context) {
 		return
 	}
 	s.dbOK()
+	s.apply(list)
+}
+
+// apply diffs a full list of schedules into the heap.
+func (s *Scheduler) apply(list []schedule.Schedule) {
 	seen := make(map[string]bool, len(list))
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -295,18 +345,19 @@ func (s *Scheduler) upsertLocked(sc schedule.Schedule) {
 		s.removeLocked(sc.Name)
 		return
 	}
-	c, err := schedule.Compile(sc)
-	if err != nil {
-		s.log.Error().Err(err).Str("schedule", sc.Name).Msg("schedule does not compile; not firing it")
-		s.removeLocked(sc.Name)
-		return
-	}
 	e, ok := s.entries[sc.Name]
 	if ok && sameSchedule(e.c.S, sc) {
+		// Only bookkeeping moved: keep the compiled schedule and its next fire.
 		if sc.LastRunAt != nil && sc.LastRunAt.After(e.last) {
 			e.last = *sc.LastRunAt
 		}
 		e.c.S.LastRunAt = sc.LastRunAt
+		return
+	}
+	c, err := schedule.Compile(sc)
+	if err != nil {
+		s.log.Error().Err(err).Str("schedule", sc.Name).Msg("schedule does not compile; not firing it")
+		s.removeLocked(sc.Name)
 		return
 	}
 	if !ok {

@@ -117,13 +117,14 @@ func RunBeat(ctx context.Context, cfg BeatConfig, out io.Writer) error {
 	lags := make([]time.Duration, 0, cfg.Schedules*2)
 	var errs int
 	var measuring bool
+	var from time.Time // only fires due from then on count: catch-up of ticks missed while loading does not
 	bcfg := beat.Config{
 		Elector:     beat.ElectorConfig{ID: "bench", TTL: 10 * time.Second},
 		PublishMode: cfg.PublishMode,
 		Observe: func(_ string, due, acked time.Time, err error) {
 			mu.Lock()
 			defer mu.Unlock()
-			if !measuring {
+			if !measuring || due.Before(from) {
 				return
 			}
 			if err != nil {
@@ -144,12 +145,12 @@ func RunBeat(ctx context.Context, cfg BeatConfig, out io.Writer) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// Let catch-up and the first reload settle.
-	time.Sleep(2 * time.Second)
+	// Let catch-up of the ticks missed while loading drain first.
+	time.Sleep(5 * time.Second)
 	cpu0 := cpuTime()
 	t0 := time.Now()
 	mu.Lock()
-	measuring = true
+	measuring, from = true, t0
 	mu.Unlock()
 	select {
 	case <-time.After(cfg.Duration):

@@ -246,7 +246,7 @@ func Compile(s Schedule) (*Compiled, error) {
 		// The shortest gap over a sample of ticks bounds the spread.
 		t := time.Date(2025, 1, 1, 0, 0, 0, 0, c.loc)
 		prev := cs.Next(t)
-		for i := 0; i < 64 && !prev.IsZero(); i++ {
+		for i := 0; i < 16 && !prev.IsZero(); i++ {
 			n := cs.Next(prev)
 			if n.IsZero() {
 				break
