@@ -3,7 +3,13 @@
 // to add handlers.
 package main
 
-import "github.com/flotilla/flotilla"
+import (
+	// Embedded zone data: cron time zones and X-Timezone work in minimal
+	// containers without /usr/share/zoneinfo.
+	_ "time/tzdata"
+
+	"github.com/flotilla/flotilla"
+)
 
 func main() {
 	flotilla.New().Main()

@@ -1,6 +1,7 @@
-// Package api is the kernel API role on :8081: the enqueue and status
-// endpoints of the web role (package rest), health, readiness and metrics.
-// Synchronous execution over NATS request-reply is issue #4.
+// Package api is the kernel API role on :8081: synchronous execution
+// (POST /api/v1/exec/{task}, answered by a worker over NATS request-reply,
+// or in-process with api.exec=local), the enqueue and status endpoints of
+// the web role (package rest), health, readiness and metrics.
 package api
 
 import (
@@ -9,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/flotilla/flotilla/internal/logging"
@@ -20,6 +22,21 @@ type Config struct {
 	Addr            string
 	MaxBodyBytes    int64
 	ShutdownTimeout time.Duration
+	// Exec runs sync executions (Remote or Local).
+	Exec Executor
+	// ExecTimeout is the default wait, ExecTimeoutMax the largest ?timeout=.
+	ExecTimeout, ExecTimeoutMax time.Duration
+
+	// Auth is AuthNone or AuthToken; Verify checks a token (see [StoreVerifier]).
+	Auth   string
+	Verify func(ctx context.Context, token string) (name string, err error)
+	// Redis, when set, backs sessions (SessionTTL) and the per-token rate
+	// limit (RateLimit requests per RateWindow; 0 = off) under Prefix.
+	Redis      redis.UniversalClient
+	Prefix     string
+	SessionTTL time.Duration
+	RateLimit  int
+	RateWindow time.Duration
 }
 
 // Server is the api role.
@@ -32,10 +49,27 @@ type Server struct {
 func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *Server {
 	log = log.With().Str(logging.Component, "api").Logger()
 	e := rest.NewEcho(log)
+	e.JSONSerializer = TimezoneSerializer{}
 	e.Use(middleware.Recover())
+	// Order matters: the rate limit and the session need the caller Auth sets.
+	mode := cfg.Auth
+	if mode == "" {
+		mode = AuthNone
+	}
+	e.Use(Auth(mode, cfg.Verify, log))
+	if cfg.Redis != nil {
+		e.Use(RateLimit(cfg.Redis, cfg.Prefix, cfg.RateLimit, cfg.RateWindow, log))
+		if cfg.SessionTTL > 0 {
+			e.Use(Session(cfg.Redis, cfg.Prefix, cfg.SessionTTL, log))
+		}
+	}
+	e.Use(Timezone())
 	rest.MountHealth(e, "api", checks, nil)
 	g := e.Group("/api/v1")
 	rest.TaskRoutes{Client: c, MaxBodyBytes: cfg.MaxBodyBytes, Origin: "api"}.Mount(g)
+	if cfg.Exec != nil {
+		ExecRoutes{Exec: cfg.Exec, MaxBodyBytes: cfg.MaxBodyBytes, Timeout: cfg.ExecTimeout, MaxTimeout: cfg.ExecTimeoutMax}.Mount(g)
+	}
 	return &Server{cfg: cfg, echo: e}
 }
 

@@ -151,8 +151,14 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 		log.Info().Str("addr", cfg.Web.Addr).Msg("web listening")
 		return s.Run, nil
 	case config.RoleAPI:
-		s := api.New(api.Config{Addr: cfg.API.Addr, MaxBodyBytes: cfg.Tasks.MaxBodyBytes, ShutdownTimeout: cfg.ShutdownTimeout},
-			NewClient(cfg, c, reg), checks(c, true), log)
+		acfg := api.Config{Addr: cfg.API.Addr, MaxBodyBytes: cfg.Tasks.MaxBodyBytes, ShutdownTimeout: cfg.ShutdownTimeout,
+			Exec: Executor(cfg, c, reg), ExecTimeout: cfg.API.ExecTimeout, ExecTimeoutMax: cfg.API.ExecTimeoutMax,
+			Auth: cfg.API.Auth, Redis: c.Redis, Prefix: cfg.Redis.Prefix, SessionTTL: cfg.API.SessionTTL,
+			RateLimit: cfg.API.RateLimit, RateWindow: cfg.API.RateWindow}
+		if c.Pool != nil {
+			acfg.Verify = api.StoreVerifier(store.New(c.Pool))
+		}
+		s := api.New(acfg, NewClient(cfg, c, reg), checks(c, true), log)
 		log.Info().Str("addr", cfg.API.Addr).Msg("api listening")
 		return s.Run, nil
 	case config.RoleWorker:
@@ -191,6 +197,19 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 	return nil, fmt.Errorf("unknown role %q", role)
 }
 
+// Executor returns the api role's sync executor: workers over NATS
+// (api.exec=remote) or handlers in this process (local).
+func Executor(cfg config.Config, c *Conns, reg *task.Registry) api.Executor {
+	if cfg.API.Exec == "local" {
+		return api.Local{Registry: reg, Name: "api-local:" + cfg.Worker.Name, Timeout: cfg.Tasks.Timeout}
+	}
+	r := api.Remote{NC: c.NC}
+	if cfg.Tasks.CheckRegistered && reg != nil {
+		r.Known = func(name string) bool { _, err := reg.Lookup(name); return err == nil }
+	}
+	return r
+}
+
 // WorkerConfig derives the worker's settings from cfg.
 func WorkerConfig(cfg config.Config) worker.Config {
 	return worker.Config{
@@ -198,6 +217,7 @@ func WorkerConfig(cfg config.Config) worker.Config {
 		MaxRetries: cfg.Tasks.MaxRetries, Timeout: cfg.Tasks.Timeout,
 		Backoff: cfg.Tasks.RetryBackoff, BackoffMax: cfg.Tasks.RetryBackoffMax,
 		AckWait: cfg.NATS.AckWait, Events: cfg.Tasks.Events, ShutdownTimeout: cfg.ShutdownTimeout,
+		Sync: cfg.Worker.Sync,
 	}
 }
 

@@ -57,7 +57,7 @@ Phases (--phases): raw, enqueue, drain, drain-results, roundtrip, http.`,
 	f.IntVar(&cfg.ArgsBytes, "args-bytes", 64, "size of each task's JSON args")
 	f.StringSliceVar(&cfg.Phases, "phases", nil, "phases to run (default all)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
-	cmd.AddCommand(benchBeatCmd(rf))
+	cmd.AddCommand(benchBeatCmd(rf), benchExecCmd(rf))
 	return cmd
 }
 
@@ -89,5 +89,30 @@ measure beat alone.`,
 	f.IntVar(&cfg.Schedules, "schedules", 100_000, "number of every-minute schedules")
 	f.DurationVar(&cfg.Duration, "duration", 70*time.Second, "measurement window")
 	f.StringVar(&cfg.PublishMode, "publish", "async", "publish mode: async or inline")
+	return cmd
+}
+
+func benchExecCmd(rf *rootFlags) *cobra.Command {
+	var cfg bench.ExecConfig
+	cmd := &cobra.Command{
+		Use:   "exec",
+		Short: "Measure synchronous execution (api role → worker over NATS request-reply) next to raw request-reply",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.RedisURL == "" {
+				c, err := load(cmd, rf, "cli", nil)
+				if err != nil {
+					return fmt.Errorf("bench exec: %w", err)
+				}
+				cfg.RedisURL = c.Redis.URL
+			}
+			return bench.RunExec(cmd.Context(), cfg, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.NATSURL, "server", "", "NATS URL (default: an embedded server)")
+	f.IntVar(&cfg.Calls, "calls", 5000, "calls per sequential phase")
+	f.IntVar(&cfg.ConcurrentCalls, "concurrent-calls", 50_000, "calls in the concurrent HTTP phase")
+	f.IntVar(&cfg.Clients, "clients", 64, "concurrent HTTP callers")
 	return cmd
 }

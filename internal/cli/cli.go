@@ -89,6 +89,7 @@ func newRoot(env Env) *cobra.Command {
 		taskCmd(env, rf),
 		migrateCmd(env, rf),
 		scheduleCmd(env, rf),
+		tokenCmd(rf),
 		configCmd(env, rf),
 		healthCmd(env, rf),
 		benchCmd(env, rf),

@@ -70,7 +70,10 @@ func TestMigrateCommand(t *testing.T) {
 	require.Equal(t, "database is up to date\n", out)
 	out = b.mustRun(t, "migrate", "status")
 	require.Regexp(t, `(?m)^1\s+00001_schedules.sql\s+applied\s+\d{4}-`, out)
+	require.Regexp(t, `(?m)^2\s+00002_api_tokens.sql\s+applied\s+\d{4}-`, out)
 
+	out = b.mustRun(t, "migrate", "down")
+	require.Contains(t, out, "rolled back 00002_api_tokens.sql")
 	out = b.mustRun(t, "migrate", "down")
 	require.Contains(t, out, "rolled back 00001_schedules.sql")
 	out = b.mustRun(t, "migrate", "status")
@@ -80,6 +83,7 @@ func TestMigrateCommand(t *testing.T) {
 
 	out = b.mustRun(t, "migrate", "up")
 	require.Contains(t, out, "applied 00001_schedules.sql")
+	require.Contains(t, out, "applied 00002_api_tokens.sql")
 
 	_, err = b.run(t, "migrate", "sideways")
 	require.ErrorContains(t, err, `invalid argument "sideways"`)

@@ -138,6 +138,12 @@ type API struct {
 	SessionTTL time.Duration `koanf:"session_ttl"`
 	// Auth is "none" or "token". Default none in dev, token in production.
 	Auth string `koanf:"auth"`
+	// RateLimit is the number of requests each API token may make per
+	// RateWindow (counted in Redis, so shared by every api replica); more
+	// are refused with 429. 0 turns rate limiting off. Default 1000.
+	RateLimit int `koanf:"rate_limit"`
+	// RateWindow is the rate limit's window. Default 1s.
+	RateWindow time.Duration `koanf:"rate_window"`
 }
 
 // Worker configures the worker role.
@@ -154,6 +160,9 @@ type Worker struct {
 	Prefetch int `koanf:"prefetch"`
 	// Name identifies the worker in task states. Default hostname:pid.
 	Name string `koanf:"name"`
+	// Sync serves every registered task for synchronous execution by the
+	// api role (NATS micro service "flotilla"). Default true.
+	Sync bool `koanf:"sync"`
 }
 
 // Beat configures the beat role.

@@ -89,8 +89,8 @@ func TestLoadDefaultsWorker(t *testing.T) {
 			CheckRegistered: true,
 		},
 		Web:    Web{Addr: ":8080"},
-		API:    API{Addr: ":8081", Exec: "remote", ExecTimeoutMax: 5 * time.Minute, Auth: "token"},
-		Worker: Worker{Addr: ":8082", Queues: []string{"default"}, Concurrency: 64, Name: cfg.Worker.Name},
+		API:    API{Addr: ":8081", Exec: "remote", ExecTimeoutMax: 5 * time.Minute, Auth: "token", RateLimit: 1000, RateWindow: time.Second},
+		Worker: Worker{Addr: ":8082", Queues: []string{"default"}, Concurrency: 64, Name: cfg.Worker.Name, Sync: true},
 		Beat:   Beat{Addr: ":8083", LeaseTTL: 10 * time.Second, Grace: 30 * time.Second, Resync: 30 * time.Second, PublishMode: "async", MaxPending: 4096},
 	}
 	if diff := cmp.Diff(want, cfg); diff != "" {
@@ -252,6 +252,15 @@ tasks:
 			check: func(t *testing.T, cfg Config) {
 				require.Equal(t, 2*time.Minute, cfg.API.SessionTTL)
 				require.Equal(t, 10*time.Second, cfg.API.ExecTimeout)
+			},
+		},
+		{
+			name: "api rate limit from env",
+			role: RoleAPI,
+			env:  []string{"FLOTILLA_API_RATE_LIMIT=0", "FLOTILLA_API_RATE_WINDOW=1m"},
+			check: func(t *testing.T, cfg Config) {
+				require.Equal(t, 0, cfg.API.RateLimit)
+				require.Equal(t, time.Minute, cfg.API.RateWindow)
 			},
 		},
 		{
@@ -522,6 +531,11 @@ func TestValidate(t *testing.T) {
 		{name: "api.exec_timeout zero outside api", role: RoleWorker, mutate: func(c *Config) { c.API.ExecTimeout = 0 }},
 		{name: "api.exec_timeout above max", mutate: func(c *Config) { c.API.ExecTimeout = time.Hour }, wantErr: "config: api.exec_timeout: must not exceed api.exec_timeout_max"},
 		{name: "api.session_ttl", mutate: func(c *Config) { c.API.SessionTTL = 0 }, wantErr: "config: api.session_ttl: must be a positive duration"},
+		{name: "api.rate_limit", mutate: func(c *Config) { c.API.RateLimit = -1 }, wantErr: "config: api.rate_limit: must not be negative, got -1"},
+		{name: "api.rate_limit off", mutate: func(c *Config) { c.API.RateLimit = 0 }},
+		{name: "api.rate_window", mutate: func(c *Config) { c.API.RateWindow = 0 }, wantErr: "config: api.rate_window: must be a positive duration"},
+		{name: "api.rate_window sub-millisecond", mutate: func(c *Config) { c.API.RateWindow = 1500 * time.Microsecond }, wantErr: "config: api.rate_window: must be a whole number of milliseconds"},
+		{name: "api.rate_window minute", mutate: func(c *Config) { c.API.RateWindow = time.Minute }},
 		{name: "worker.addr", mutate: func(c *Config) { c.Worker.Addr = "host:" }, wantErr: "config: worker.addr:"},
 		{name: "worker.queues empty", mutate: func(c *Config) { c.Worker.Queues = nil }, wantErr: "config: worker.queues: must list at least one queue"},
 		{name: "worker.queues name", mutate: func(c *Config) { c.Worker.Queues = []string{"ok", "Not.OK"} }, wantErr: `config: worker.queues: queue "Not.OK" must match`},

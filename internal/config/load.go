@@ -188,11 +188,14 @@ func defaults(role string) map[string]any {
 		"api.addr":             ":8081",
 		"api.exec":             "remote",
 		"api.exec_timeout_max": 5 * time.Minute,
+		"api.rate_limit":       1000,
+		"api.rate_window":      time.Second,
 
 		"worker.addr":        ":8082",
 		"worker.queues":      []string{"default"},
 		"worker.concurrency": 64,
 		"worker.prefetch":    0,
+		"worker.sync":        true,
 		"worker.name":        defaultWorkerName(),
 
 		"beat.addr":         ":8083",

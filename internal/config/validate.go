@@ -111,6 +111,12 @@ func (c Config) Validate() error {
 			c.API.ExecTimeoutMax, c.API.ExecTimeout)
 	}
 
+	v.notNegative("api.rate_limit", int64(c.API.RateLimit))
+	v.positive("api.rate_window", c.API.RateWindow)
+	if c.API.RateWindow > 0 && c.API.RateWindow%time.Millisecond != 0 {
+		v.addf("api.rate_window", "must be a whole number of milliseconds, got %s", c.API.RateWindow)
+	}
+
 	v.addr("worker.addr", c.Worker.Addr)
 	if len(c.Worker.Queues) == 0 {
 		v.addf("worker.queues", "must list at least one queue")

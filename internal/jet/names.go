@@ -47,3 +47,21 @@ func DeadSubject(q, name string) string { return "dead." + q + "." + name }
 
 // ConsumerName is the durable consumer of queue q.
 func ConsumerName(q string) string { return "q-" + q }
+
+// ExecSubject is where workers answer synchronous executions of a task.
+func ExecSubject(name string) string { return "flotilla.exec." + name }
+
+// Reply headers of a sync execution.
+const (
+	HeaderWorker    = "Flotilla-Worker"
+	HeaderStarted   = "Flotilla-Started"
+	HeaderFinished  = "Flotilla-Finished"
+	HeaderErrorType = "Flotilla-Error-Type"
+)
+
+// Micro error codes of a sync execution; api maps them to HTTP statuses.
+const (
+	CodeHandlerError = "422"
+	CodeBadRequest   = "400"
+	CodeTimeout      = "504"
+)

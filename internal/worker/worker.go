@@ -11,13 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
 	"github.com/flotilla/flotilla/internal/jet"
@@ -50,6 +50,9 @@ type Config struct {
 	AckWait time.Duration
 	// Events publishes lifecycle events.
 	Events bool
+	// Sync serves every registered task for synchronous execution through
+	// the micro service "flotilla" (subjects flotilla.exec.<task>).
+	Sync bool
 	// ShutdownTimeout is the grace period for in-flight tasks on shutdown.
 	ShutdownTimeout time.Duration
 	// Now returns the current time. Default time.Now.
@@ -188,6 +191,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer mover.Stop()
 
+	var svc micro.Service
+	if w.cfg.Sync {
+		if svc, err = w.serve(workCtx); err != nil {
+			stopAll()
+			handlers.Wait()
+			return err
+		}
+	}
+
 	// Tasks waiting in an inbox get in-progress acks, like running ones.
 	keeperDone := make(chan struct{})
 	go func() {
@@ -211,6 +223,13 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	w.log.Info().Msg("worker draining: no new tasks, finishing in-flight ones")
+	if svc != nil {
+		// Sync requests first: stop taking them; Stop drains, so the ones
+		// already received are answered.
+		if err := svc.Stop(); err != nil {
+			w.log.Warn().Err(err).Msg("stop sync service")
+		}
+	}
 	stopAll()
 	<-keeperDone
 	done := make(chan struct{})
@@ -314,7 +333,7 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg) {
 
 	hctx, cancel := context.WithTimeout(a.log.WithContext(ctx), timeout)
 	progress := w.keepAlive(m)
-	res, herr := w.call(hctx, def.Handler, env)
+	res, herr := task.Call(hctx, def.Handler, env, w.mw...)
 	progress.Stop()
 	cancel()
 	if herr == nil {
@@ -360,36 +379,7 @@ func (w *Worker) keepAlive(m jetstream.Msg) *progressTimer {
 	return p
 }
 
-func (w *Worker) call(ctx context.Context, h task.HandlerFunc, env *task.Envelope) (res any, err error) {
-	for i := len(w.mw) - 1; i >= 0; i-- {
-		h = w.mw[i](h)
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = &task.PanicError{Value: r, Stack: debug.Stack()}
-		}
-	}()
-	return h(ctx, env)
-}
-
-func (w *Worker) succeed(ctx context.Context, a *attempt, res any) {
-	var raw json.RawMessage
-	if res != nil {
-		switch v := res.(type) {
-		case json.RawMessage:
-			raw = v
-		default:
-			b, err := json.Marshal(res)
-			if err != nil {
-				w.dead(ctx, a, fmt.Sprintf("result does not encode as JSON: %v", err))
-				return
-			}
-			raw = b
-		}
-	}
-	if len(raw) == 0 {
-		raw = json.RawMessage("null")
-	}
+func (w *Worker) succeed(ctx context.Context, a *attempt, raw json.RawMessage) {
 	now := w.cfg.Now()
 	if a.record {
 		if err := w.store.Set(ctx, a.env.ID, results.Update{State: task.StateSuccess, Result: raw, FinishedAt: now, ClearError: true}); err != nil {
@@ -513,7 +503,6 @@ func (w *Worker) expire(ctx context.Context, a *attempt) {
 	w.notify(a, task.StateExpired, nil, reason, now)
 	a.log.Info().Msg("task expired; not run")
 }
-
 
 // event publishes a lifecycle event with core NATS (best effort: events are
 // for dashboards, the state of record is in Redis and the streams).

@@ -9,6 +9,20 @@ import (
 	"time"
 )
 
+// API tokens of the api role, stored as SHA-256 digests; a revoked token stays listed.
+type ApiToken struct {
+	ID   int64
+	Name string
+	// SHA-256 of the whole token text (tokens carry 256 random bits, so a fast hash suffices).
+	TokenHash []byte
+	// First 8 characters of the token, to recognise it in listings.
+	TokenPrefix string
+	CreatedAt   time.Time
+	// Latest successful verification, updated at most once a minute.
+	LastUsedAt *time.Time
+	RevokedAt  *time.Time
+}
+
 // Periodic tasks fired by the beat leader; changes are announced on NOTIFY channel flotilla_schedules.
 type Schedule struct {
 	Name        string

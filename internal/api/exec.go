@@ -1,0 +1,233 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/flotilla/flotilla/internal/jet"
+	"github.com/flotilla/flotilla/internal/rest"
+	"github.com/flotilla/flotilla/internal/task"
+)
+
+// Meta is what a sync execution carries besides its args, as headers of the
+// same names as a task message's.
+type Meta struct {
+	ID          string
+	Origin      string
+	Traceparent string
+	// Timeout bounds the handler on the worker; the caller's context bounds the wait.
+	Timeout time.Duration
+}
+
+// Result is a successful sync execution.
+type Result struct {
+	ID         string          `json:"id"`
+	Task       string          `json:"task"`
+	Result     json.RawMessage `json:"result"`
+	Worker     string          `json:"worker"`
+	StartedAt  time.Time       `json:"started_at"`
+	FinishedAt time.Time       `json:"finished_at"`
+	// RuntimeMS is the handler's run time; DurationMS the whole call as the api saw it.
+	RuntimeMS  float64 `json:"runtime_ms"`
+	DurationMS float64 `json:"duration_ms"`
+}
+
+// ExecError is a failed sync execution with the HTTP status it maps to.
+type ExecError struct {
+	Status int    `json:"-"`
+	ID     string `json:"id,omitempty"`
+	Task   string `json:"task"`
+	Msg    string `json:"error"`
+	Code   string `json:"code"`
+	// ErrorType classifies handler errors: error, permanent, panic, timeout.
+	ErrorType string `json:"error_type,omitempty"`
+	Worker    string `json:"worker,omitempty"`
+}
+
+func (e *ExecError) Error() string { return e.Msg }
+
+// Executor runs a task synchronously.
+type Executor interface {
+	Exec(ctx context.Context, name string, args json.RawMessage, m Meta) (Result, error)
+}
+
+// Remote executes on workers over NATS request-reply (the micro service
+// "flotilla"). known, when set, tells an unknown task (404) from one that
+// no worker serves right now (503) after a no-responders answer.
+type Remote struct {
+	NC    *nats.Conn
+	Known func(name string) bool
+}
+
+// Exec implements Executor.
+func (r Remote) Exec(ctx context.Context, name string, args json.RawMessage, m Meta) (Result, error) {
+	msg := nats.NewMsg(jet.ExecSubject(name))
+	msg.Header.Set(task.HeaderID, m.ID)
+	msg.Header.Set(task.HeaderTask, name)
+	msg.Header.Set(task.HeaderOrigin, m.Origin)
+	if m.Traceparent != "" {
+		msg.Header.Set(task.HeaderTraceparent, m.Traceparent)
+	}
+	if m.Timeout > 0 {
+		msg.Header.Set(task.HeaderTimeout, m.Timeout.String())
+	}
+	msg.Data = args
+	start := time.Now()
+	resp, err := r.NC.RequestMsgWithContext(ctx, msg)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		if r.Known != nil && !r.Known(name) {
+			return Result{}, &ExecError{Status: http.StatusNotFound, ID: m.ID, Task: name, Code: "unknown_task",
+				Msg: fmt.Sprintf("unknown task %q: no handler is registered for it", name)}
+		}
+		return Result{}, &ExecError{Status: http.StatusServiceUnavailable, ID: m.ID, Task: name, Code: "no_worker",
+			Msg: fmt.Sprintf("no worker serves task %q right now (none is running, or none has it registered)", name)}
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+		return Result{}, &ExecError{Status: http.StatusGatewayTimeout, ID: m.ID, Task: name, Code: "timeout",
+			Msg: fmt.Sprintf("no reply for task %q within %s", name, time.Since(start).Round(time.Millisecond))}
+	case err != nil:
+		return Result{}, fmt.Errorf("exec %s: %w", name, err)
+	}
+	h := resp.Header
+	if code := h.Get("Nats-Service-Error-Code"); code != "" {
+		e := &ExecError{ID: h.Get(task.HeaderID), Task: name, Msg: h.Get("Nats-Service-Error"),
+			ErrorType: h.Get(jet.HeaderErrorType), Worker: h.Get(jet.HeaderWorker)}
+		switch code {
+		case jet.CodeTimeout:
+			e.Status, e.Code = http.StatusGatewayTimeout, "timeout"
+		case jet.CodeBadRequest:
+			e.Status, e.Code = http.StatusBadRequest, "invalid_field"
+		default:
+			e.Status, e.Code = http.StatusUnprocessableEntity, "handler_error"
+		}
+		return Result{}, e
+	}
+	res := Result{ID: h.Get(task.HeaderID), Task: name, Result: resp.Data, Worker: h.Get(jet.HeaderWorker)}
+	res.StartedAt, _ = time.Parse(time.RFC3339Nano, h.Get(jet.HeaderStarted))
+	res.FinishedAt, _ = time.Parse(time.RFC3339Nano, h.Get(jet.HeaderFinished))
+	res.RuntimeMS = ms(res.FinishedAt.Sub(res.StartedAt))
+	return res, nil
+}
+
+// Local runs handlers inside the api process (api.exec=local): Celery's
+// task_always_eager, for development and tests.
+type Local struct {
+	Registry *task.Registry
+	// Name appears as the worker of every result.
+	Name string
+	// Timeout is the handler's default timeout.
+	Timeout time.Duration
+}
+
+// Exec implements Executor.
+func (l Local) Exec(ctx context.Context, name string, args json.RawMessage, m Meta) (Result, error) {
+	def, err := l.Registry.Lookup(name)
+	if err != nil {
+		return Result{}, &ExecError{Status: http.StatusNotFound, ID: m.ID, Task: name, Code: "unknown_task", Msg: err.Error()}
+	}
+	timeout := m.Timeout
+	if def.Options.Timeout > 0 && (timeout <= 0 || def.Options.Timeout < timeout) {
+		timeout = def.Options.Timeout
+	}
+	if timeout <= 0 {
+		timeout = l.Timeout
+	}
+	env := &task.Envelope{ID: m.ID, Name: name, Queue: "sync", Args: args, Attempt: 1, EnqueuedAt: time.Now(),
+		Origin: m.Origin, Traceparent: m.Traceparent}
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	out, err := task.Call(hctx, def.Handler, env)
+	end := time.Now()
+	if err != nil {
+		e := &ExecError{Status: http.StatusUnprocessableEntity, ID: m.ID, Task: name, Code: "handler_error",
+			Msg: err.Error(), ErrorType: task.ErrorType(err), Worker: l.Name}
+		if errors.Is(hctx.Err(), context.DeadlineExceeded) {
+			e.Status, e.Code, e.ErrorType = http.StatusGatewayTimeout, "timeout", "timeout"
+		}
+		return Result{}, e
+	}
+	return Result{ID: m.ID, Task: name, Result: out, Worker: l.Name, StartedAt: start, FinishedAt: end, RuntimeMS: ms(end.Sub(start))}, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// ExecRoutes mounts POST /api/v1/exec/:task.
+type ExecRoutes struct {
+	Exec         Executor
+	MaxBodyBytes int64
+	// Timeout is the default wait; MaxTimeout caps ?timeout= (api.exec_timeout, api.exec_timeout_max).
+	Timeout, MaxTimeout time.Duration
+}
+
+// Mount adds the route to g (the /api/v1 group).
+func (r ExecRoutes) Mount(g *echo.Group) { g.POST("/exec/:task", r.exec) }
+
+func (r ExecRoutes) exec(c echo.Context) error {
+	name := c.Param("task")
+	if err := task.ValidateName(name); err != nil {
+		return rest.NewError(http.StatusBadRequest, "invalid_field", "task", "task: "+err.Error())
+	}
+	timeout, err := r.timeout(c)
+	if err != nil {
+		return err
+	}
+	body, err := rest.ReadBody(c, r.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		body = []byte(`{}`)
+	}
+	if !json.Valid(body) {
+		return rest.NewError(http.StatusBadRequest, "bad_json", "body", "body is not valid JSON")
+	}
+	if !jet.IsJSONObject(body) {
+		return rest.NewError(http.StatusBadRequest, "invalid_field", "body", "body: the args must be a JSON object")
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), timeout)
+	defer cancel()
+	m := Meta{ID: ulid.Make().String(), Origin: "api", Traceparent: c.Request().Header.Get("traceparent"),
+		// The worker gives up a little before the caller does, so a slow
+		// handler yields its own timeout error rather than a lost reply.
+		Timeout: timeout - min(timeout/10, 100*time.Millisecond)}
+	start := time.Now()
+	res, err := r.Exec.Exec(ctx, name, body, m)
+	var ee *ExecError
+	if errors.As(err, &ee) {
+		return c.JSON(ee.Status, ee)
+	}
+	if err != nil {
+		return err
+	}
+	res.DurationMS = ms(time.Since(start))
+	return c.JSON(http.StatusOK, res)
+}
+
+func (r ExecRoutes) timeout(c echo.Context) (time.Duration, error) {
+	v := c.QueryParam("timeout")
+	field := "timeout"
+	if v == "" {
+		v, field = c.Request().Header.Get("Flotilla-Timeout"), "Flotilla-Timeout"
+	}
+	if v == "" {
+		return r.Timeout, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, rest.NewError(http.StatusBadRequest, "invalid_field", field, fmt.Sprintf("%s: %q is not a positive Go duration such as 2s", field, v))
+	}
+	if d > r.MaxTimeout {
+		return 0, rest.NewError(http.StatusBadRequest, "invalid_field", field, fmt.Sprintf("%s: %s exceeds the maximum of %s (api.exec_timeout_max)", field, d, r.MaxTimeout))
+	}
+	return d, nil
+}

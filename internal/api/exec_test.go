@@ -1,0 +1,290 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flotilla/flotilla/internal/api"
+	"github.com/flotilla/flotilla/internal/client"
+	"github.com/flotilla/flotilla/internal/jet"
+	"github.com/flotilla/flotilla/internal/jet/jettest"
+	"github.com/flotilla/flotilla/internal/results"
+	"github.com/flotilla/flotilla/internal/results/resultstest"
+	"github.com/flotilla/flotilla/internal/systasks"
+	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/worker"
+)
+
+type execBundle struct {
+	url   string
+	nc    *nats.Conn
+	store *results.Store
+	reg   *task.Registry
+	srv   *httptest.Server
+}
+
+func setupExec(t *testing.T, exec func(b *execBundle) api.Executor) *execBundle {
+	t.Helper()
+	b := &execBundle{url: jettest.Server(t).ClientURL()}
+	nc, jsc := jettest.Connect(t, b.url)
+	b.nc = nc
+	topo, err := jet.LoadTopology(jet.TopologyParams{})
+	require.NoError(t, err)
+	require.NoError(t, jet.ApplyStreams(t.Context(), jsc, topo))
+	require.NoError(t, jet.ApplyQueues(t.Context(), jsc, topo, []string{"default"}))
+	rdb, prefix := resultstest.Client(t)
+	b.store = results.New(rdb, results.Config{Prefix: prefix, TTL: time.Hour})
+	t.Cleanup(b.store.Close)
+	b.reg = task.NewRegistry()
+	systasks.Register(b.reg)
+	cl := client.New(nc, jsc, b.store, client.Config{Registry: b.reg, CheckRegistered: true})
+	s := api.New(api.Config{MaxBodyBytes: 1024, Exec: exec(b), ExecTimeout: 5 * time.Second, ExecTimeoutMax: 30 * time.Second},
+		cl, nil, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	b.srv = httptest.NewServer(s.Handler())
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+func remote(b *execBundle) api.Executor {
+	return api.Remote{NC: b.nc, Known: func(n string) bool { _, err := b.reg.Lookup(n); return err == nil }}
+}
+
+// startWorker runs a worker serving sync requests on its own connection.
+func (b *execBundle) startWorker(t *testing.T, name string) (kill func()) {
+	t.Helper()
+	nc, js := jettest.Connect(t, b.url)
+	w := worker.New(nc, js, b.reg, b.store, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel), worker.Config{
+		Queues: []string{"default"}, Concurrency: 4, Name: name, Sync: true, ShutdownTimeout: 5 * time.Second,
+	})
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Error("worker did not stop")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	// Ready once its service answers.
+	require.Eventually(t, func() bool {
+		m, err := nc.Request("$SRV.PING."+worker.ServiceName, nil, time.Second)
+		return err == nil && m != nil
+	}, 10*time.Second, 20*time.Millisecond)
+	return func() { nc.Close(); stop() }
+}
+
+type execReply struct {
+	status int
+	body   map[string]any
+}
+
+func (b *execBundle) call(t *testing.T, path, body string) execReply {
+	t.Helper()
+	resp, err := http.Post(b.srv.URL+"/api/v1/exec/"+path, "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var m map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&m))
+	return execReply{resp.StatusCode, m}
+}
+
+func TestExecStatuses(t *testing.T) {
+	t.Parallel()
+	b := setupExec(t, remote)
+	// No worker yet: a registered task is 503, an unknown one 404.
+	r := b.call(t, "sys.echo", `{"x":1}`)
+	require.Equal(t, http.StatusServiceUnavailable, r.status, r.body)
+	require.Equal(t, "no_worker", r.body["code"])
+	r = b.call(t, "no.such_task", `{}`)
+	require.Equal(t, http.StatusNotFound, r.status, r.body)
+	require.Contains(t, r.body["error"], `unknown task "no.such_task"`)
+
+	b.startWorker(t, "w1")
+	for _, tc := range []struct {
+		name, path, body string
+		status           int
+		check            func(t *testing.T, m map[string]any)
+	}{
+		{"ok", "sys.echo", `{"x":1}`, 200, func(t *testing.T, m map[string]any) {
+			require.Equal(t, map[string]any{"x": 1.0}, m["result"])
+			require.Equal(t, "w1", m["worker"])
+			require.NotEmpty(t, m["id"])
+			require.Contains(t, m, "runtime_ms")
+			require.Contains(t, m, "duration_ms")
+		}},
+		{"empty body is {}", "sys.echo", ``, 200, nil},
+		{"handler error", "sys.fail", `{}`, 422, func(t *testing.T, m map[string]any) {
+			require.Equal(t, "handler_error", m["code"])
+			require.Equal(t, "error", m["error_type"])
+			require.Contains(t, m["error"], "attempt 1 fails")
+		}},
+		{"permanent error", "sys.sleep", `{"ms":-1}`, 422, func(t *testing.T, m map[string]any) {
+			require.Equal(t, "permanent", m["error_type"])
+		}},
+		{"timeout", "sys.sleep?timeout=300ms", `{"ms":5000}`, 504, func(t *testing.T, m map[string]any) {
+			require.Equal(t, "timeout", m["code"])
+		}},
+		{"malformed json", "sys.echo", `{"x":`, 400, func(t *testing.T, m map[string]any) { require.Equal(t, "body", m["field"]) }},
+		{"not an object", "sys.echo", `[1,2]`, 400, func(t *testing.T, m map[string]any) { require.Equal(t, "body", m["field"]) }},
+		{"bad timeout", "sys.echo?timeout=soon", `{}`, 400, func(t *testing.T, m map[string]any) { require.Equal(t, "timeout", m["field"]) }},
+		{"timeout over max", "sys.echo?timeout=1h", `{}`, 400, nil},
+		{"bad task name", "Bad-Name", `{}`, 400, func(t *testing.T, m map[string]any) { require.Equal(t, "task", m["field"]) }},
+		{"body over limit", "sys.echo", `{"x":"` + strings.Repeat("a", 2000) + `"}`, 413, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			r := b.call(t, tc.path, tc.body)
+			require.Equal(t, tc.status, r.status, r.body)
+			if tc.check != nil {
+				tc.check(t, r.body)
+			}
+			require.Less(t, time.Since(start), 5*time.Second)
+		})
+	}
+	// The result is recorded under the task id too.
+	r = b.call(t, "sys.echo", `{"rec":true}`)
+	require.Equal(t, 200, r.status)
+	id := r.body["id"].(string)
+	require.Eventually(t, func() bool {
+		st, err := b.store.Get(t.Context(), id)
+		return err == nil && st.State == task.StateSuccess && string(st.Result) == `{"rec":true}`
+	}, 5*time.Second, 20*time.Millisecond)
+}
+
+// TestExecSpreadsAcrossWorkers: 3 workers in the queue group, 3,000 calls,
+// all answered correctly, every worker took a share.
+func TestExecSpreadsAcrossWorkers(t *testing.T) {
+	t.Parallel()
+	b := setupExec(t, remote)
+	for i := 1; i <= 3; i++ {
+		b.startWorker(t, fmt.Sprintf("w%d", i))
+	}
+	ex := remote(b)
+	by := map[string]int{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := 0; i < 3000; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			args := fmt.Sprintf(`{"i":%d}`, i)
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			res, err := ex.Exec(ctx, "sys.echo", json.RawMessage(args), api.Meta{ID: fmt.Sprint(i), Origin: "api"})
+			if !assertNoErr(t, err) {
+				return
+			}
+			if string(res.Result) != args {
+				t.Errorf("call %d got %s", i, res.Result)
+			}
+			mu.Lock()
+			by[res.Worker]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	require.Len(t, by, 3, "every worker answered: %v", by)
+	total := 0
+	for w, n := range by {
+		require.Greater(t, n, 100, "worker %s took %d", w, n)
+		total += n
+	}
+	require.Equal(t, 3000, total)
+}
+
+func assertNoErr(t *testing.T, err error) bool {
+	t.Helper()
+	if err != nil {
+		t.Error(err)
+		return false
+	}
+	return true
+}
+
+// TestExecWorkerKilledMidRequest: the caller gets 504 within its timeout,
+// never a hang, and the next call succeeds on another worker.
+func TestExecWorkerKilledMidRequest(t *testing.T) {
+	t.Parallel()
+	b := setupExec(t, remote)
+	killA := b.startWorker(t, "a")
+	done := make(chan execReply, 1)
+	start := time.Now()
+	go func() { done <- b.call(t, "sys.sleep?timeout=1500ms", `{"ms":1000}`) }()
+	// Kill A while it sleeps; B starts after, so the request went to A.
+	time.Sleep(300 * time.Millisecond)
+	killA()
+	b.startWorker(t, "b")
+	r := <-done
+	require.Contains(t, []int{http.StatusServiceUnavailable, http.StatusGatewayTimeout}, r.status, r.body)
+	require.Less(t, time.Since(start), 3*time.Second, "answered within the timeout")
+	r = b.call(t, "sys.echo", `{"after":"kill"}`)
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	require.Equal(t, "b", r.body["worker"])
+}
+
+// TestExecConcurrentCallersMatched: 200 concurrent HTTP callers, each reply
+// carries its own request's args.
+func TestExecConcurrentCallersMatched(t *testing.T) {
+	t.Parallel()
+	b := setupExec(t, remote)
+	b.startWorker(t, "w1")
+	b.startWorker(t, "w2")
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := fmt.Sprintf(`{"caller":%d}`, i)
+			resp, err := http.Post(b.srv.URL+"/api/v1/exec/sys.echo", "application/json", bytes.NewBufferString(body))
+			if !assertNoErr(t, err) {
+				return
+			}
+			defer resp.Body.Close()
+			var out struct {
+				Result json.RawMessage `json:"result"`
+			}
+			if !assertNoErr(t, json.NewDecoder(resp.Body).Decode(&out)) {
+				return
+			}
+			if resp.StatusCode != 200 || string(out.Result) != body {
+				t.Errorf("caller %d: %d %s", i, resp.StatusCode, out.Result)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestExecLocal runs handlers in the api process (api.exec=local).
+func TestExecLocal(t *testing.T) {
+	t.Parallel()
+	b := setupExec(t, func(b *execBundle) api.Executor {
+		return api.Local{Registry: b.reg, Name: "local", Timeout: 5 * time.Second}
+	})
+	r := b.call(t, "sys.echo", `{"x":2}`)
+	require.Equal(t, 200, r.status, r.body)
+	require.Equal(t, "local", r.body["worker"])
+	require.Equal(t, 422, b.call(t, "sys.fail", `{}`).status)
+	require.Equal(t, 404, b.call(t, "no.such_task", `{}`).status)
+	require.Equal(t, 504, b.call(t, "sys.sleep?timeout=200ms", `{"ms":3000}`).status)
+}

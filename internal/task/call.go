@@ -1,0 +1,64 @@
+package task
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime/debug"
+)
+
+// Call runs one attempt of h wrapped in mw (outermost first): a panic
+// becomes a *PanicError, and the result is encoded as JSON (null for none;
+// a result that does not encode is a Permanent error). Timeouts are the
+// caller's: it passes a context with a deadline.
+func Call(ctx context.Context, h HandlerFunc, env *Envelope, mw ...Middleware) (out json.RawMessage, err error) {
+	for i := len(mw) - 1; i >= 0; i-- {
+		h = mw[i](h)
+	}
+	res, err := safeCall(ctx, h, env)
+	if err != nil {
+		return nil, err
+	}
+	switch v := res.(type) {
+	case nil:
+		return json.RawMessage("null"), nil
+	case json.RawMessage:
+		if len(v) == 0 {
+			return json.RawMessage("null"), nil
+		}
+		return v, nil
+	default:
+		b, err := json.Marshal(res)
+		if err != nil {
+			return nil, Permanent(fmt.Errorf("result does not encode as JSON: %w", err))
+		}
+		return b, nil
+	}
+}
+
+func safeCall(ctx context.Context, h HandlerFunc, env *Envelope) (res any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return h(ctx, env)
+}
+
+// ErrorType classifies a handler error for callers: "panic", "permanent",
+// "timeout" or "error".
+func ErrorType(err error) string {
+	var pe *PanicError
+	switch {
+	case err == nil:
+		return ""
+	case asPanic(err, &pe):
+		return "panic"
+	case IsPermanent(err):
+		return "permanent"
+	case isDeadline(err):
+		return "timeout"
+	default:
+		return "error"
+	}
+}
