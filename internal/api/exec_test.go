@@ -288,3 +288,25 @@ func TestExecLocal(t *testing.T) {
 	require.Equal(t, 404, b.call(t, "no.such_task", `{}`).status)
 	require.Equal(t, 504, b.call(t, "sys.sleep?timeout=200ms", `{"ms":3000}`).status)
 }
+
+// TestExecSlowCallsRunConcurrently: one worker runs several sync requests
+// of the same task at once (worker.sync_concurrency, default 4).
+func TestExecSlowCallsRunConcurrently(t *testing.T) {
+	t.Parallel()
+	b := setupExec(t, remote)
+	b.startWorker(t, "w1")
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := b.call(t, "sys.sleep", `{"ms":500}`)
+			if r.status != 200 {
+				t.Errorf("status %d: %v", r.status, r.body)
+			}
+		}()
+	}
+	wg.Wait()
+	require.Less(t, time.Since(start), 1500*time.Millisecond, "4 × 500 ms ran in parallel, not one after another")
+}

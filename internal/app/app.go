@@ -217,7 +217,7 @@ func WorkerConfig(cfg config.Config) worker.Config {
 		MaxRetries: cfg.Tasks.MaxRetries, Timeout: cfg.Tasks.Timeout,
 		Backoff: cfg.Tasks.RetryBackoff, BackoffMax: cfg.Tasks.RetryBackoffMax,
 		AckWait: cfg.NATS.AckWait, Events: cfg.Tasks.Events, ShutdownTimeout: cfg.ShutdownTimeout,
-		Sync: cfg.Worker.Sync,
+		Sync: cfg.Worker.Sync, SyncConcurrency: cfg.Worker.SyncConcurrency,
 	}
 }
 

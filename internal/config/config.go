@@ -163,6 +163,9 @@ type Worker struct {
 	// Sync serves every registered task for synchronous execution by the
 	// api role (NATS micro service "flotilla"). Default true.
 	Sync bool `koanf:"sync"`
+	// SyncConcurrency is how many sync requests of one task run at once per
+	// worker process (instances of the micro service). Default 4.
+	SyncConcurrency int `koanf:"sync_concurrency"`
 }
 
 // Beat configures the beat role.

@@ -132,6 +132,9 @@ func (c Config) Validate() error {
 	if c.Worker.Concurrency < 1 || c.Worker.Concurrency > MaxConcurrency {
 		v.addf("worker.concurrency", "must be between 1 and %d, got %d", MaxConcurrency, c.Worker.Concurrency)
 	}
+	if c.Worker.SyncConcurrency < 1 || c.Worker.SyncConcurrency > 256 {
+		v.addf("worker.sync_concurrency", "must be between 1 and 256, got %d", c.Worker.SyncConcurrency)
+	}
 	if c.Worker.Prefetch < 0 {
 		v.addf("worker.prefetch", "must not be negative, got %d", c.Worker.Prefetch)
 	}

@@ -30,31 +30,42 @@ const (
 func EndpointName(taskName string) string { return strings.ReplaceAll(taskName, ".", "_") }
 
 // serve exposes every registered task as an endpoint of the micro service
-// "flotilla" on subject flotilla.exec.<task>, in one queue group. Requests
-// of one task run one at a time per worker process, so the service's stats
-// (requests, errors, average processing time) are exact; concurrency comes
-// from tasks having an endpoint each and from worker replicas.
-func (w *Worker) serve(ctx context.Context) (micro.Service, error) {
-	svc, err := micro.AddService(w.nc, micro.Config{
-		Name: ServiceName, Version: ServiceVersion, QueueGroup: ServiceQueueGroup,
-		Description: "Flotilla synchronous task execution: request flotilla.exec.<task> with the JSON args",
-		Metadata:    map[string]string{"worker": w.cfg.Name},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("micro service %s: %w", ServiceName, err)
-	}
-	for _, name := range w.reg.Names() {
-		def, _ := w.reg.Lookup(name)
-		h := func(req micro.Request) { w.handleSync(ctx, def, req) }
-		if err := svc.AddEndpoint(EndpointName(name), micro.HandlerFunc(h),
-			micro.WithEndpointSubject(jet.ExecSubject(name)),
-			micro.WithEndpointMetadata(map[string]string{"task": name}),
-		); err != nil {
-			_ = svc.Stop()
-			return nil, fmt.Errorf("micro endpoint %s: %w", name, err)
+// "flotilla" on subject flotilla.exec.<task>, in one queue group. A micro
+// endpoint handles its requests one at a time (which keeps the service's
+// stats — requests, errors, average processing time — exact), so the
+// worker adds SyncConcurrency instances of the service, like a prefork
+// pool: up to that many requests of one task run at once per process.
+func (w *Worker) serve(ctx context.Context) ([]micro.Service, error) {
+	var svcs []micro.Service
+	stopAll := func() {
+		for _, s := range svcs {
+			_ = s.Stop()
 		}
 	}
-	return svc, nil
+	for i := 0; i < w.cfg.SyncConcurrency; i++ {
+		svc, err := micro.AddService(w.nc, micro.Config{
+			Name: ServiceName, Version: ServiceVersion, QueueGroup: ServiceQueueGroup,
+			Description: "Flotilla synchronous task execution: request flotilla.exec.<task> with the JSON args",
+			Metadata:    map[string]string{"worker": w.cfg.Name, "instance": fmt.Sprint(i)},
+		})
+		if err != nil {
+			stopAll()
+			return nil, fmt.Errorf("micro service %s: %w", ServiceName, err)
+		}
+		svcs = append(svcs, svc)
+		for _, name := range w.reg.Names() {
+			def, _ := w.reg.Lookup(name)
+			h := func(req micro.Request) { w.handleSync(ctx, def, req) }
+			if err := svc.AddEndpoint(EndpointName(name), micro.HandlerFunc(h),
+				micro.WithEndpointSubject(jet.ExecSubject(name)),
+				micro.WithEndpointMetadata(map[string]string{"task": name}),
+			); err != nil {
+				stopAll()
+				return nil, fmt.Errorf("micro endpoint %s: %w", name, err)
+			}
+		}
+	}
+	return svcs, nil
 }
 
 func (w *Worker) handleSync(ctx context.Context, def *task.Definition, req micro.Request) {

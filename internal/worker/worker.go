@@ -53,6 +53,9 @@ type Config struct {
 	// Sync serves every registered task for synchronous execution through
 	// the micro service "flotilla" (subjects flotilla.exec.<task>).
 	Sync bool
+	// SyncConcurrency is how many sync requests of one task may run at once
+	// in this process (instances of the micro service). Default 4.
+	SyncConcurrency int
 	// ShutdownTimeout is the grace period for in-flight tasks on shutdown.
 	ShutdownTimeout time.Duration
 	// Now returns the current time. Default time.Now.
@@ -79,6 +82,9 @@ func New(nc *nats.Conn, js jetstream.JetStream, reg *task.Registry, store *resul
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.SyncConcurrency <= 0 {
+		cfg.SyncConcurrency = 4
 	}
 	if cfg.Prefetch <= 0 {
 		cfg.Prefetch = max(cfg.Concurrency, 256)
@@ -191,9 +197,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer mover.Stop()
 
-	var svc micro.Service
+	var svcs []micro.Service
 	if w.cfg.Sync {
-		if svc, err = w.serve(workCtx); err != nil {
+		if svcs, err = w.serve(workCtx); err != nil {
 			stopAll()
 			handlers.Wait()
 			return err
@@ -223,9 +229,9 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	w.log.Info().Msg("worker draining: no new tasks, finishing in-flight ones")
-	if svc != nil {
-		// Sync requests first: stop taking them; Stop drains, so the ones
-		// already received are answered.
+	// Sync requests first: stop taking them; Stop drains, so the ones
+	// already received are answered.
+	for _, svc := range svcs {
 		if err := svc.Stop(); err != nil {
 			w.log.Warn().Err(err).Msg("stop sync service")
 		}
