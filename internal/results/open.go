@@ -4,14 +4,24 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
+// quietLogger drops go-redis's own log lines (dial retries and the like):
+// Flotilla reports Redis errors itself, once, with the address and a hint.
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
+var quietOnce sync.Once
+
 // Open connects to the Redis at rawURL and pings it. The error names the
 // address and how to start a local Redis, never the password.
 func Open(ctx context.Context, rawURL string) (*redis.Client, error) {
+	quietOnce.Do(func() { redis.SetLogger(quietLogger{}) })
 	opt, err := redis.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("redis.url: %w", err)
