@@ -7,14 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
 
 	"github.com/flotilla/flotilla/internal/app"
@@ -50,25 +48,11 @@ func RunBeat(ctx context.Context, cfg BeatConfig, out io.Writer) error {
 	if cfg.Duration <= 0 {
 		cfg.Duration = 70 * time.Second
 	}
-	natsURL := cfg.NATSURL
-	if natsURL == "" {
-		dir, err := os.MkdirTemp("", "flotilla-bench-beat-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-			StoreDir: dir, NoLog: true, NoSigs: true})
-		if err != nil {
-			return err
-		}
-		go ns.Start()
-		if !ns.ReadyForConnections(10 * time.Second) {
-			return fmt.Errorf("bench beat: embedded NATS server not ready")
-		}
-		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-		natsURL = ns.ClientURL()
+	natsURL, stop, err := natsServer(cfg.NATSURL)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	nc, js, err := jet.Connect(ctx, natsURL, "flotilla-bench-beat")
 	if err != nil {
 		return err

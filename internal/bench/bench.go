@@ -105,26 +105,11 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	systasks.Register(e.reg) // sys.ping is the no-op task, so an external `flotilla worker` can drain bench tasks
 	e.args = makeArgs(cfg.ArgsBytes)
 
-	url := cfg.NATSURL
-	if url == "" {
-		dir, err := os.MkdirTemp("", "flotilla-bench-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-			StoreDir: filepath.Join(dir, "js"), NoLog: true, NoSigs: true, MaxPayload: 8 << 20})
-		if err != nil {
-			return err
-		}
-		go ns.Start()
-		if !ns.ReadyForConnections(10 * time.Second) {
-			return fmt.Errorf("bench: embedded NATS server not ready")
-		}
-		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-		url = ns.ClientURL()
+	url, stop, err := natsServer(cfg.NATSURL)
+	if err != nil {
+		return err
 	}
-	var err error
+	defer stop()
 	e.nc, e.js, err = jet.Connect(ctx, url, "flotilla-bench")
 	if err != nil {
 		return err
@@ -173,6 +158,31 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	r.print(out)
 	return nil
+}
+
+// natsServer returns url, or when it is empty starts an embedded JetStream
+// server in a temporary directory; stop shuts it down and removes the store.
+func natsServer(url string) (string, func(), error) {
+	if url != "" {
+		return url, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "flotilla-bench-")
+	if err != nil {
+		return "", nil, err
+	}
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
+		StoreDir: filepath.Join(dir, "js"), NoLog: true, NoSigs: true, MaxPayload: 8 << 20})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return "", nil, err
+	}
+	go ns.Start()
+	stop := func() { ns.Shutdown(); ns.WaitForShutdown(); _ = os.RemoveAll(dir) }
+	if !ns.ReadyForConnections(10 * time.Second) {
+		stop()
+		return "", nil, fmt.Errorf("bench: embedded NATS server not ready")
+	}
+	return ns.ClientURL(), stop, nil
 }
 
 func serverKind(url string) string {

@@ -7,13 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
@@ -54,25 +51,11 @@ func RunExec(ctx context.Context, cfg ExecConfig, out io.Writer) error {
 	if cfg.RedisURL == "" {
 		cfg.RedisURL = "redis://127.0.0.1:6379/0"
 	}
-	url := cfg.NATSURL
-	if url == "" {
-		dir, err := os.MkdirTemp("", "flotilla-bench-exec-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-			StoreDir: filepath.Join(dir, "js"), NoLog: true, NoSigs: true})
-		if err != nil {
-			return err
-		}
-		go ns.Start()
-		if !ns.ReadyForConnections(10 * time.Second) {
-			return fmt.Errorf("bench exec: embedded NATS server not ready")
-		}
-		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-		url = ns.ClientURL()
+	url, stop, err := natsServer(cfg.NATSURL)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	nc, js, err := jet.Connect(ctx, url, "flotilla-bench-exec")
 	if err != nil {
 		return err
