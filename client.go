@@ -1,0 +1,162 @@
+package flotilla
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flotilla/flotilla/internal/client"
+	"github.com/flotilla/flotilla/internal/jet"
+	"github.com/flotilla/flotilla/internal/results"
+)
+
+// Errors of [Client.Enqueue]; match them with errors.Is.
+var (
+	// ErrInvalid: a field of the request is wrong (the message names it).
+	ErrInvalid = client.ErrInvalid
+	// ErrUnknownTask: the task name has no handler in this binary.
+	ErrUnknownTask = client.ErrUnknownTask
+	// ErrQueueFull: TASKS reached its limits and refused the task; retry later.
+	ErrQueueFull = client.ErrQueueFull
+	// ErrTooLarge: the args exceed the size limit.
+	ErrTooLarge = client.ErrTooLarge
+	// ErrNotFound: no state is recorded for that task id.
+	ErrNotFound = results.ErrNotFound
+)
+
+// ClientOptions configure [Dial].
+type ClientOptions struct {
+	// NATSURL lists NATS servers, comma-separated. Default nats://127.0.0.1:4222.
+	NATSURL string
+	// RedisURL is where task states live; empty turns result recording off
+	// (Get and Wait then fail). Default redis://127.0.0.1:6379/0.
+	RedisURL string
+	// RedisPrefix of the keys. Default "flotilla".
+	RedisPrefix string
+	// ResultTTL of recorded states. Default 24h.
+	ResultTTL time.Duration
+	// NoResults disables recording PENDING states in Redis.
+	NoResults bool
+}
+
+// Client enqueues tasks from any Go program and reads their states. It is
+// safe for concurrent use; Close it when done.
+type Client struct {
+	nc    *nats.Conn
+	rdb   *redis.Client
+	store *results.Store
+	c     *client.Client
+}
+
+// State is a task's recorded state: id, task, queue, state (PENDING,
+// STARTED, RETRY, SUCCESS, FAILURE, EXPIRED), result, error, attempts, times
+// and worker.
+type State = results.State
+
+// EnqueueOptions are the optional fields of an enqueue.
+type EnqueueOptions struct {
+	Queue          string
+	Countdown      time.Duration
+	ETA            time.Time
+	Expires        time.Time
+	MaxRetries     *int
+	Timeout        time.Duration
+	IdempotencyKey string
+}
+
+// Dial connects a client to NATS (and Redis unless results are off).
+func Dial(ctx context.Context, o ClientOptions) (*Client, error) {
+	if o.NATSURL == "" {
+		o.NATSURL = nats.DefaultURL
+	}
+	if o.RedisURL == "" && !o.NoResults {
+		o.RedisURL = "redis://127.0.0.1:6379/0"
+	}
+	if o.RedisPrefix == "" {
+		o.RedisPrefix = "flotilla"
+	}
+	nc, js, err := jet.Connect(ctx, o.NATSURL, "flotilla-client")
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{nc: nc}
+	if !o.NoResults {
+		c.rdb, err = results.Open(ctx, o.RedisURL)
+		if err != nil {
+			nc.Close()
+			return nil, err
+		}
+		c.store = results.New(c.rdb, results.Config{Prefix: o.RedisPrefix, TTL: o.ResultTTL})
+	}
+	window := 5 * time.Minute
+	if s, err := js.Stream(ctx, jet.StreamTasks); err == nil {
+		window = s.CachedInfo().Config.Duplicates
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		c.Close()
+		return nil, fmt.Errorf("flotilla: %w", err)
+	}
+	// A client has no registry: the workers decide whether a task exists.
+	c.c = client.New(nc, js, c.store, client.Config{IdempotencyTTL: window})
+	return c, nil
+}
+
+// Close releases the connections.
+func (c *Client) Close() {
+	if c.store != nil {
+		c.store.Close()
+	}
+	if c.rdb != nil {
+		_ = c.rdb.Close()
+	}
+	_ = c.nc.Drain()
+}
+
+func (c *Client) request(taskName string, args any, o EnqueueOptions) (client.Request, error) {
+	var raw json.RawMessage
+	switch a := args.(type) {
+	case nil:
+	case json.RawMessage:
+		raw = a
+	case []byte:
+		raw = a
+	default:
+		b, err := json.Marshal(a)
+		if err != nil {
+			return client.Request{}, fmt.Errorf("%w: args: %v", ErrInvalid, err)
+		}
+		raw = b
+	}
+	return client.Request{
+		Task: taskName, Queue: o.Queue, Args: raw, Countdown: o.Countdown, ETA: o.ETA, Expires: o.Expires,
+		MaxRetries: o.MaxRetries, Timeout: o.Timeout, IdempotencyKey: o.IdempotencyKey, Origin: "client",
+	}, nil
+}
+
+// Enqueue sends taskName with args (a value that encodes as a JSON object,
+// or json.RawMessage) and returns the task id.
+func (c *Client) Enqueue(ctx context.Context, taskName string, args any, o EnqueueOptions) (string, error) {
+	r, err := c.request(taskName, args, o)
+	if err != nil {
+		return "", err
+	}
+	res, err := c.c.Enqueue(ctx, r)
+	return res.ID, err
+}
+
+// EnqueueAndWait enqueues and waits for the final state (bound it with ctx).
+func (c *Client) EnqueueAndWait(ctx context.Context, taskName string, args any, o EnqueueOptions) (State, error) {
+	r, err := c.request(taskName, args, o)
+	if err != nil {
+		return State{}, err
+	}
+	return c.c.EnqueueAndWait(ctx, r)
+}
+
+// Get returns the recorded state of task id, or [ErrNotFound].
+func (c *Client) Get(ctx context.Context, id string) (State, error) { return c.c.Get(ctx, id) }
