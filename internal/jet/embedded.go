@@ -31,8 +31,8 @@ func StartEmbedded(cfg EmbedConfig) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nats.embed_addr %q: bad port", cfg.Addr)
 	}
-	if port > 0 && !portFree(host, port) {
-		port = -1 // RANDOM_PORT: the server picks a free one.
+	if port == 0 || !portFree(host, port) {
+		port = -1 // RANDOM_PORT: the server picks a free one (0 would mean 4222).
 	}
 	name := cfg.Name
 	if name == "" {
