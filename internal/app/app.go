@@ -75,6 +75,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		defer closer.Close()
 		loggers[r] = l
 	}
+	// Workers write most states: their log hears about lost writes.
+	rootLog, ok := loggers[config.RoleWorker]
+	if !ok {
+		rootLog = loggers[roles[0]]
+	}
+	n.ResultErrors = func(err error, lost int) {
+		rootLog.Error().Err(err).Int("writes", lost).Msg("task states not recorded in Redis")
+	}
 	c, err := Open(ctx, cfg, n)
 	if err != nil {
 		return err

@@ -23,6 +23,8 @@ import (
 type Needs struct {
 	Postgres bool
 	Redis    bool
+	// ResultErrors hears about state writes that failed with nobody waiting.
+	ResultErrors func(err error, n int)
 	// embed starts an in-process NATS server when nats.url is empty (dev).
 	Embed bool
 }
@@ -79,7 +81,7 @@ func Open(ctx context.Context, cfg config.Config, n Needs) (_ *Conns, err error)
 			return c, err
 		}
 		if cfg.Tasks.Results {
-			c.Results = results.New(c.Redis, results.Config{Prefix: cfg.Redis.Prefix, TTL: cfg.Tasks.ResultTTL})
+			c.Results = results.New(c.Redis, results.Config{Prefix: cfg.Redis.Prefix, TTL: cfg.Tasks.ResultTTL, ErrorFunc: n.ResultErrors})
 		}
 	}
 	if n.Postgres {

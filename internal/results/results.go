@@ -90,14 +90,18 @@ type Config struct {
 	TTL time.Duration
 	// MaxBatch bounds one write pipeline. Default 512.
 	MaxBatch int
+	// ErrorFunc, when set, hears about failed writes that nobody waits for
+	// (SetAsync): n is how many of them the failed pipeline held.
+	ErrorFunc func(err error, n int)
 }
 
 // Store reads and writes task states. Close it to stop its writer.
 type Store struct {
-	rdb    redis.UniversalClient
-	prefix string
-	ttl    time.Duration
-	max    int
+	errFunc func(error, int)
+	rdb     redis.UniversalClient
+	prefix  string
+	ttl     time.Duration
+	max     int
 
 	ops chan *op
 	// mu guards closed: senders hold it for reading while they queue, so
@@ -124,7 +128,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 		cfg.TTL = 24 * time.Hour
 	}
 	s := &Store{
-		rdb: rdb, prefix: cfg.Prefix, ttl: cfg.TTL, max: cfg.MaxBatch,
+		rdb: rdb, prefix: cfg.Prefix, ttl: cfg.TTL, max: cfg.MaxBatch, errFunc: cfg.ErrorFunc,
 		ops: make(chan *op, 4096), stop: make(chan struct{}),
 	}
 	s.wg.Add(1)
@@ -279,6 +283,17 @@ func (s *Store) flush(batch []*op) {
 	_, err := pipe.Exec(ctx)
 	if err != nil {
 		err = fmt.Errorf("record task state: %w", err)
+		if s.errFunc != nil {
+			n := 0
+			for _, o := range batch {
+				if o.done == nil {
+					n++
+				}
+			}
+			if n > 0 {
+				s.errFunc(err, n)
+			}
+		}
 	}
 	for _, o := range batch {
 		if o.done != nil {
