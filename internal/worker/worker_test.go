@@ -304,12 +304,12 @@ func TestTimeoutCancelsHandler(t *testing.T) {
 
 func TestLongTaskSendsInProgress(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{ackWait: 600 * time.Millisecond})
+	b := setup(t, setupOpts{ackWait: time.Second})
 	cfg := b.cfg()
-	cfg.AckWait = 600 * time.Millisecond
+	cfg.AckWait = time.Second
 	b.start(t, cfg)
 	// Runs for 3 ack-wait periods: without in-progress acks it would be redelivered.
-	id := b.enqueue(t, client.Request{Task: "test.count", Args: json.RawMessage(`{"ms":1800}`)})
+	id := b.enqueue(t, client.Request{Task: "test.count", Args: json.RawMessage(`{"ms":3000}`)})
 	st := b.waitFinal(t, id)
 	require.Equal(t, task.StateSuccess, st.State)
 	require.Equal(t, 1, st.Attempts)
@@ -470,13 +470,13 @@ func TestPoisonTaskDeadLettered(t *testing.T) {
 // redelivered, so each still runs exactly once.
 func TestBufferedTasksKeptAlive(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{ackWait: 600 * time.Millisecond})
+	b := setup(t, setupOpts{ackWait: time.Second})
 	var ids []string
 	for i := 0; i < 6; i++ {
-		ids = append(ids, b.enqueue(t, client.Request{Task: "test.count", Args: json.RawMessage(`{"ms":300}`)}))
+		ids = append(ids, b.enqueue(t, client.Request{Task: "test.count", Args: json.RawMessage(`{"ms":500}`)}))
 	}
 	cfg := b.cfg()
-	cfg.AckWait = 600 * time.Millisecond
+	cfg.AckWait = time.Second
 	cfg.Concurrency = 1
 	cfg.Prefetch = 8
 	b.start(t, cfg)
