@@ -21,6 +21,23 @@ func openStore(cmd *cobra.Command, cfg config.Config) (*pgxpool.Pool, *store.Sto
 	return pool, store.New(pool), nil
 }
 
+// withStore wraps a command body that needs the schedule/token store: it
+// loads the cli configuration, opens PostgreSQL and closes it afterwards.
+func withStore(rf *rootFlags, fn func(cmd *cobra.Command, args []string, st *store.Store) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		cfg, err := load(cmd, rf, config.RoleCLI, nil)
+		if err != nil {
+			return err
+		}
+		pool, st, err := openStore(cmd, cfg)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		return fn(cmd, args, st)
+	}
+}
+
 func migrateCmd(env Env, rf *rootFlags) *cobra.Command {
 	var createDB bool
 	cmd := &cobra.Command{

@@ -37,16 +37,7 @@ func scheduleLsCmd(rf *rootFlags) *cobra.Command {
 		Use:   "ls",
 		Short: "List every schedule with its last and next run",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := load(cmd, rf, config.RoleCLI, nil)
-			if err != nil {
-				return err
-			}
-			pool, st, err := openStore(cmd, cfg)
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
+		RunE: withStore(rf, func(cmd *cobra.Command, _ []string, st *store.Store) error {
 			scs, err := st.ScheduleList(cmd.Context())
 			if err != nil {
 				return err
@@ -72,7 +63,7 @@ func scheduleLsCmd(rf *rootFlags) *cobra.Command {
 					orDash(sc.Timezone), sc.Enabled, sc.Source, timeOrDash(sc.LastRunAt), timeOrDash(sc.NextRunAt))
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	return cmd
@@ -151,22 +142,13 @@ func scheduleRmCmd(rf *rootFlags) *cobra.Command {
 		Use:   "rm NAME",
 		Short: "Delete a runtime schedule (schedules declared in code can only be disabled)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, a []string) error {
-			cfg, err := load(cmd, rf, config.RoleCLI, nil)
-			if err != nil {
-				return err
-			}
-			pool, st, err := openStore(cmd, cfg)
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
+		RunE: withStore(rf, func(cmd *cobra.Command, a []string, st *store.Store) error {
 			if err := st.ScheduleDelete(cmd.Context(), a[0]); err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "deleted schedule %s\n", a[0])
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "deleted schedule %s\n", a[0])
 			return err
-		},
+		}),
 	}
 }
 
@@ -179,16 +161,7 @@ func scheduleEnableCmd(rf *rootFlags, enable bool) *cobra.Command {
 		Use:   use,
 		Short: short,
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, a []string) error {
-			cfg, err := load(cmd, rf, config.RoleCLI, nil)
-			if err != nil {
-				return err
-			}
-			pool, st, err := openStore(cmd, cfg)
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
+		RunE: withStore(rf, func(cmd *cobra.Command, a []string, st *store.Store) error {
 			sc, err := st.ScheduleSetEnabled(cmd.Context(), a[0], enable)
 			if err != nil {
 				return err
@@ -200,7 +173,7 @@ func scheduleEnableCmd(rf *rootFlags, enable bool) *cobra.Command {
 			sc = withNextRun(sc, time.Now())
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "enabled schedule %s; next run %s\n", sc.Name, timeOrDash(sc.NextRunAt))
 			return err
-		},
+		}),
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/flotilla/flotilla/internal/config"
 	"github.com/flotilla/flotilla/internal/store"
 )
 
@@ -37,16 +36,7 @@ goes to standard error.`,
 		Example: `  flotilla token create --name ci
   TOKEN=$(flotilla token create --name billing-service)`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := load(cmd, rf, config.RoleCLI, nil)
-			if err != nil {
-				return err
-			}
-			pool, st, err := openStore(cmd, cfg)
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
+		RunE: withStore(rf, func(cmd *cobra.Command, _ []string, st *store.Store) error {
 			plain, tok, err := st.TokenCreate(cmd.Context(), name)
 			if errors.Is(err, store.ErrInvalidTokenName) {
 				return fmt.Errorf("--name: %q %w", name, store.ErrInvalidTokenName)
@@ -61,7 +51,7 @@ goes to standard error.`,
 				"Created API token %s (%s…). Store it now: it cannot be shown again, only its digest is kept.\n",
 				tok.Name, tok.Prefix)
 			return err
-		},
+		}),
 	}
 	cmd.Flags().StringVar(&name, "name", "", "unique name of the token, e.g. ci or billing-service (required)")
 	_ = cmd.MarkFlagRequired("name")
@@ -74,16 +64,7 @@ func tokenLsCmd(rf *rootFlags) *cobra.Command {
 		Use:   "ls",
 		Short: "List every token (name, prefix, creation, last use, revocation; never the token)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := load(cmd, rf, config.RoleCLI, nil)
-			if err != nil {
-				return err
-			}
-			pool, st, err := openStore(cmd, cfg)
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
+		RunE: withStore(rf, func(cmd *cobra.Command, _ []string, st *store.Store) error {
 			toks, err := st.TokenList(cmd.Context())
 			if err != nil {
 				return err
@@ -105,7 +86,7 @@ func tokenLsCmd(rf *rootFlags) *cobra.Command {
 					timeOrDash(&t.CreatedAt), timeOrDash(t.LastUsedAt), timeOrDash(t.RevokedAt))
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	return cmd
@@ -116,21 +97,12 @@ func tokenRevokeCmd(rf *rootFlags) *cobra.Command {
 		Use:   "revoke NAME",
 		Short: "Revoke a token: requests presenting it are refused from now on",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, a []string) error {
-			cfg, err := load(cmd, rf, config.RoleCLI, nil)
-			if err != nil {
-				return err
-			}
-			pool, st, err := openStore(cmd, cfg)
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
+		RunE: withStore(rf, func(cmd *cobra.Command, a []string, st *store.Store) error {
 			if err := st.TokenRevoke(cmd.Context(), a[0]); err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "revoked token %s\n", a[0])
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "revoked token %s\n", a[0])
 			return err
-		},
+		}),
 	}
 }
