@@ -29,7 +29,9 @@ var roles = []string{RoleWeb, RoleAPI, RoleWorker, RoleBeat, RoleDev, RoleCLI}
 // and no flags.
 type LoadOptions struct {
 	// File is the path of an optional configuration file: YAML (.yaml, .yml)
-	// or JSON (.json), with the nested snake_case keys listed by [Keys].
+	// or JSON (.json), with the nested snake_case keys listed by [Keys]. A
+	// comma-separated list applies its files in order, later ones winning
+	// (deploy/config/base.yaml,deploy/config/api.yaml).
 	// Empty means the value of FLOTILLA_CONFIG; both empty means no file.
 	File string
 	// Environ replaces os.Environ() when non-nil, as "NAME=value" entries.
@@ -99,10 +101,14 @@ func Load(role string, opts LoadOptions) (Config, error) {
 	if path == "" {
 		path = env[EnvConfigFile]
 	}
-	if path != "" {
-		m, err := fileLayer(path)
+	// Several files, comma-separated, apply in order: base.yaml,api.yaml.
+	for _, f := range strings.Split(path, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		m, err := fileLayer(f)
 		errs = append(errs, err...)
-		merge("file "+path, m)
+		merge("file "+f, m)
 	}
 
 	m, err := envLayer(env)
