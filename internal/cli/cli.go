@@ -92,6 +92,7 @@ func newRoot(env Env) *cobra.Command {
 		tokenCmd(rf),
 		configCmd(env, rf),
 		healthCmd(env, rf),
+		doctorCmd(env, rf),
 		benchCmd(env, rf),
 		&cobra.Command{
 			Use: "version", Short: "Print the version",
