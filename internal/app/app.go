@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
@@ -155,7 +156,9 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 			wcfg.Schedules = store.New(c.Pool)
 		}
 		wcfg.BeatLeader = func(ctx context.Context) (string, error) { return beat.Leader(ctx, c.JS) }
-		s := web.New(wcfg, NewClient(cfg, c, reg), checks(c, true), log)
+		cl := NewClient(cfg, c, reg)
+		wcfg.Operator = operator{js: c.JS, cl: cl}
+		s := web.New(wcfg, cl, checks(c, true), log)
 		log.Info().Str("addr", cfg.Web.Addr).Msg("web listening")
 		return s.Run, nil
 	case config.RoleAPI:
@@ -253,4 +256,21 @@ func portOf(addr string) string {
 		return addr[i:]
 	}
 	return addr
+}
+
+// operator serves web's queue and dead-letter endpoints.
+type operator struct {
+	js jetstream.JetStream
+	cl *client.Client
+}
+
+func (o operator) Queues(ctx context.Context) ([]jet.QueueInfo, error) { return jet.Queues(ctx, o.js) }
+func (o operator) Dead(ctx context.Context, limit int) ([]jet.DeadLetter, error) {
+	return jet.ListDead(ctx, o.js, limit)
+}
+func (o operator) Requeue(ctx context.Context, seq uint64) (client.Result, error) {
+	return o.cl.Requeue(ctx, seq)
+}
+func (o operator) DeleteDead(ctx context.Context, seq uint64) error {
+	return jet.DeleteDead(ctx, o.js, seq)
 }

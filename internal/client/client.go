@@ -435,3 +435,43 @@ func (c *Client) startMux() error {
 	})
 	return c.muxErr
 }
+
+// Requeue puts the dead letter at DEAD sequence seq back on its queue as a
+// fresh attempt (same task id, retry budget from the start, no expiry),
+// records it PENDING, and removes it from DEAD once TASKS has it.
+func (c *Client) Requeue(ctx context.Context, seq uint64) (Result, error) {
+	d, err := jet.GetDead(ctx, c.js, seq)
+	if err != nil {
+		return Result{}, err
+	}
+	if task.ValidateName(d.Task) != nil || task.ValidateQueue(d.Queue) != nil || d.ID == "" {
+		return Result{}, fieldErr("seq", "dead letter %d cannot be requeued: its task name, queue or id is invalid (%s)", seq, d.Error)
+	}
+	now := c.cfg.Now()
+	h := nats.Header{}
+	for k, v := range d.Header {
+		switch k {
+		case task.HeaderError, task.HeaderAttempts, task.HeaderNotify, task.HeaderExpires, task.HeaderMsgID, task.HeaderQueue:
+			continue
+		}
+		if strings.HasPrefix(k, "Nats-") {
+			continue
+		}
+		h[k] = v
+	}
+	h.Set(task.HeaderMsgID, fmt.Sprintf("%s:requeue:%d", d.ID, seq))
+	h.Set(task.HeaderEnqueued, now.UTC().Format(time.RFC3339Nano))
+	if c.store != nil {
+		_ = c.store.Delete(ctx, d.ID)
+		if err := c.store.Set(ctx, d.ID, results.Update{Task: d.Task, Queue: d.Queue, State: task.StatePending, EnqueuedAt: now}); err != nil {
+			return Result{}, err
+		}
+	}
+	if _, err := c.js.PublishMsg(ctx, &nats.Msg{Subject: jet.TaskSubject(d.Queue, d.Task), Header: h, Data: d.Args}); err != nil {
+		return Result{}, translatePublishErr(d.Queue, err)
+	}
+	if err := jet.DeleteDead(ctx, c.js, seq); err != nil {
+		return Result{ID: d.ID, State: task.StatePending}, fmt.Errorf("requeued task %s, but it is still in DEAD: %w", d.ID, err)
+	}
+	return Result{ID: d.ID, State: task.StatePending}, nil
+}

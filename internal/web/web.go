@@ -31,6 +31,8 @@ type Config struct {
 	// handler (tasks.check_registered).
 	Registry        *task.Registry
 	CheckRegistered bool
+	// Operator, when not nil, serves the queue and dead-letter endpoints.
+	Operator Operator
 	// BeatLeader, when not nil, serves GET /api/v1/beat: the id of the beat
 	// replica holding the lease ("" when none does).
 	BeatLeader func(ctx context.Context) (string, error)
@@ -55,6 +57,9 @@ func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *
 			Store: cfg.Schedules, Client: c, Registry: cfg.Registry,
 			CheckRegistered: cfg.CheckRegistered, MaxBodyBytes: cfg.MaxBodyBytes,
 		}.Mount(g)
+	}
+	if cfg.Operator != nil {
+		OperatorRoutes{Op: cfg.Operator}.Mount(g)
 	}
 	if cfg.BeatLeader != nil {
 		g.GET("/beat", func(c echo.Context) error {

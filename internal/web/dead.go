@@ -1,0 +1,114 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/flotilla/flotilla/internal/client"
+	"github.com/flotilla/flotilla/internal/jet"
+	"github.com/flotilla/flotilla/internal/rest"
+)
+
+// Operator is what the queue and dead-letter endpoints need.
+type Operator interface {
+	Queues(ctx context.Context) ([]jet.QueueInfo, error)
+	Dead(ctx context.Context, limit int) ([]jet.DeadLetter, error)
+	Requeue(ctx context.Context, seq uint64) (client.Result, error)
+	DeleteDead(ctx context.Context, seq uint64) error
+}
+
+// OperatorRoutes mounts GET /api/v1/queues, GET /api/v1/dead,
+// POST /api/v1/dead/:seq/requeue and DELETE /api/v1/dead/:seq.
+type OperatorRoutes struct{ Op Operator }
+
+// Mount adds the routes to g (the /api/v1 group).
+func (r OperatorRoutes) Mount(g *echo.Group) {
+	g.GET("/queues", func(c echo.Context) error {
+		qs, err := r.Op.Queues(c.Request().Context())
+		if err != nil {
+			return err
+		}
+		if qs == nil {
+			qs = []jet.QueueInfo{}
+		}
+		return c.JSON(http.StatusOK, map[string]any{"queues": qs})
+	})
+	g.GET("/dead", func(c echo.Context) error {
+		limit := 50
+		if v := c.QueryParam("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 1000 {
+				return rest.NewError(http.StatusBadRequest, "invalid_field", "limit", fmt.Sprintf("limit: %q is not a number from 1 to 1000", v))
+			}
+			limit = n
+		}
+		ds, err := r.Op.Dead(c.Request().Context(), limit)
+		if err != nil {
+			return err
+		}
+		out := make([]deadJSON, 0, len(ds))
+		for _, d := range ds {
+			out = append(out, deadJSON{DeadLetter: d, Args: rawOrString(d.Args)})
+		}
+		return c.JSON(http.StatusOK, map[string]any{"dead": out})
+	})
+	g.POST("/dead/:seq/requeue", func(c echo.Context) error {
+		seq, err := seqParam(c)
+		if err != nil {
+			return err
+		}
+		res, err := r.Op.Requeue(c.Request().Context(), seq)
+		if err != nil {
+			return deadErr(err)
+		}
+		return c.JSON(http.StatusAccepted, res)
+	})
+	g.DELETE("/dead/:seq", func(c echo.Context) error {
+		seq, err := seqParam(c)
+		if err != nil {
+			return err
+		}
+		if err := r.Op.DeleteDead(c.Request().Context(), seq); err != nil {
+			return deadErr(err)
+		}
+		return c.NoContent(http.StatusNoContent)
+	})
+}
+
+type deadJSON struct {
+	jet.DeadLetter
+	Args any `json:"args"`
+}
+
+// rawOrString shows valid JSON args as JSON and anything else (the reason a
+// message may be dead) as a string.
+func rawOrString(b []byte) any {
+	if jet.IsJSONObject(b) {
+		return jsonRaw(b)
+	}
+	return string(b)
+}
+
+type jsonRaw []byte
+
+func (r jsonRaw) MarshalJSON() ([]byte, error) { return r, nil }
+
+func seqParam(c echo.Context) (uint64, error) {
+	seq, err := strconv.ParseUint(c.Param("seq"), 10, 64)
+	if err != nil || seq == 0 {
+		return 0, rest.NewError(http.StatusBadRequest, "invalid_field", "seq", fmt.Sprintf("seq: %q is not a DEAD stream sequence number", c.Param("seq")))
+	}
+	return seq, nil
+}
+
+func deadErr(err error) error {
+	if errors.Is(err, jet.ErrDeadNotFound) {
+		return rest.NewError(http.StatusNotFound, "not_found", "seq", err.Error())
+	}
+	return err
+}
