@@ -26,7 +26,9 @@ import (
 	"github.com/flotilla/flotilla/internal/task"
 )
 
-// Run is bookkeeping of fires of one schedule.
+// Run is the bookkeeping of one schedule: its latest fire and its absolute
+// run count (counted on from the value loaded from the database), so that
+// writing it twice — after a lost commit acknowledgement — changes nothing.
 type Run struct {
 	Name    string
 	FiredAt time.Time
@@ -41,7 +43,8 @@ type Store interface {
 	Get(ctx context.Context, name string) (s schedule.Schedule, found bool, err error)
 	// SyncCode upserts the schedules declared in code.
 	SyncCode(ctx context.Context, scs []schedule.Schedule) error
-	// RecordRuns adds fires to last_run_at and run_count (one-offs disable).
+	// RecordRuns moves last_run_at and run_count forward to the runs' values
+	// (never back; one-offs disable).
 	RecordRuns(ctx context.Context, runs []Run) error
 	// Listen calls fn(name) for each change notification, fn("") after a
 	// reconnect; it blocks until ctx ends.
@@ -100,6 +103,7 @@ type Scheduler struct {
 
 type entry struct {
 	c     *schedule.Compiled
+	runs  int64     // run count known (db or local)
 	last  time.Time // last fire known (db or local)
 	next  time.Time
 	index int // in heap; -1 when not queued
@@ -351,6 +355,7 @@ func (s *Scheduler) upsertLocked(sc schedule.Schedule) {
 		if sc.LastRunAt != nil && sc.LastRunAt.After(e.last) {
 			e.last = *sc.LastRunAt
 		}
+		e.runs = max(e.runs, sc.RunCount)
 		e.c.S.LastRunAt = sc.LastRunAt
 		return
 	}
@@ -368,6 +373,7 @@ func (s *Scheduler) upsertLocked(sc schedule.Schedule) {
 	if sc.LastRunAt != nil && sc.LastRunAt.After(e.last) {
 		e.last = *sc.LastRunAt
 	}
+	e.runs = max(e.runs, sc.RunCount)
 	from := s.cfg.Now()
 	if e.last.After(from) {
 		from = e.last
@@ -492,12 +498,13 @@ func (s *Scheduler) publishLocked(ctx context.Context, e *entry, at time.Time) {
 	if at.After(e.last) {
 		e.last = at
 	}
+	e.runs++
 	r := s.runs[sc.Name]
 	if r == nil {
 		r = &Run{Name: sc.Name}
 		s.runs[sc.Name] = r
 	}
-	r.Count++
+	r.Count = max(r.Count, e.runs)
 	if at.After(r.FiredAt) {
 		r.FiredAt = at
 	}
@@ -565,7 +572,7 @@ func (s *Scheduler) flushRuns(ctx context.Context) {
 				r = &Run{Name: b.Name}
 				s.runs[b.Name] = r
 			}
-			r.Count += b.Count
+			r.Count = max(r.Count, b.Count)
 			if b.FiredAt.After(r.FiredAt) {
 				r.FiredAt = b.FiredAt
 			}

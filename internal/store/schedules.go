@@ -161,8 +161,10 @@ func (s *Store) ScheduleSyncCode(ctx context.Context, scs []schedule.Schedule) e
 	return nil
 }
 
-// Run is the bookkeeping of Count fires of schedule Name, the latest at
-// FiredAt.
+// Run is the bookkeeping of schedule Name: its latest fire FiredAt and its
+// absolute run count Count. Writing one twice changes nothing (both only
+// move forward), so a batch whose commit acknowledgement was lost can be
+// retried safely.
 type Run struct {
 	Name    string
 	FiredAt time.Time

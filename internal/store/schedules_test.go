@@ -280,12 +280,15 @@ func TestScheduleRecordRuns(t *testing.T) {
 	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []store.Run{
 		{Name: "a", FiredAt: t0, Count: 1},
 		{Name: "b", FiredAt: t0.Add(time.Minute), Count: 2},
-		{Name: "a", FiredAt: t0.Add(2 * time.Minute), Count: 3}, // same name twice: summed, latest wins
+		{Name: "a", FiredAt: t0.Add(2 * time.Minute), Count: 4}, // same name twice: highest count and latest fire win
 		{Name: "once", FiredAt: t0, Count: 1},
 		{Name: "deleted-meanwhile", FiredAt: t0, Count: 1},
 	}))
-	// An older batch arriving late does not move last_run_at back.
+	// An older batch arriving late moves neither field back, and writing a
+	// batch twice (a lost commit acknowledgement, retried) changes nothing.
 	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []store.Run{{Name: "b", FiredAt: t0, Count: 1}}))
+	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []store.Run{{Name: "b", FiredAt: t0.Add(time.Minute), Count: 3}}))
+	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []store.Run{{Name: "b", FiredAt: t0.Add(time.Minute), Count: 3}}))
 	require.NoError(t, b.store.ScheduleRecordRuns(ctx, nil))
 
 	tests := []struct {

@@ -68,17 +68,19 @@ WHERE (schedules.task, schedules.queue, schedules.args, schedules.cron, schedule
        excluded.spread, excluded.misfire, excluded.catch_up_max, excluded.description,
        excluded.source);
 
--- ScheduleRecordRuns adds a batch of fires to the bookkeeping in one
--- statement: last_run_at only moves forward, run_count adds up (several
--- entries of one name are summed), and a one-off schedule disables itself.
--- Names that no longer exist are ignored.
+-- ScheduleRecordRuns writes a batch of fire bookkeeping in one
+-- statement. Both fields only move forward, so a batch written twice (its
+-- commit acknowledgement lost, then retried) or late changes nothing:
+-- last_run_at takes the latest fire, run_count the highest absolute count
+-- (beat counts from the value it loaded). A one-off schedule disables
+-- itself. Names that no longer exist are ignored.
 -- name: ScheduleRecordRuns :exec
 UPDATE schedules AS s SET
     last_run_at = GREATEST(COALESCE(s.last_run_at, r.fired_at), r.fired_at),
-    run_count = s.run_count + r.n,
+    run_count = GREATEST(s.run_count, r.n),
     enabled = s.enabled AND NOT s.one_off
 FROM (
-    SELECT u.name, max(u.fired_at) AS fired_at, sum(u.n)::bigint AS n
+    SELECT u.name, max(u.fired_at) AS fired_at, max(u.n)::bigint AS n
     FROM (
         -- Set-returning functions in one select list advance in lockstep.
         SELECT unnest(@names::text[]) AS name,
