@@ -164,7 +164,7 @@ type Worker struct {
 	// api role (NATS micro service "flotilla"). Default true.
 	Sync bool `koanf:"sync"`
 	// SyncConcurrency is how many sync requests of one task run at once per
-	// worker process (instances of the micro service). Default 4.
+	// worker process (instances of the micro service). Default 8.
 	SyncConcurrency int `koanf:"sync_concurrency"`
 }
 

@@ -202,7 +202,7 @@ func defaults(role string) map[string]any {
 		"worker.concurrency":      64,
 		"worker.prefetch":         0,
 		"worker.sync":             true,
-		"worker.sync_concurrency": 4,
+		"worker.sync_concurrency": 8,
 		"worker.name":             defaultWorkerName(),
 
 		"beat.addr":         ":8083",

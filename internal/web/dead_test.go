@@ -32,8 +32,10 @@ func (o op) Queues(ctx context.Context) ([]jet.QueueInfo, error) { return jet.Qu
 func (o op) Dead(ctx context.Context, n int) ([]jet.DeadLetter, error) {
 	return jet.ListDead(ctx, o.js, n)
 }
-func (o op) Requeue(ctx context.Context, seq uint64) (client.Result, error) { return o.cl.Requeue(ctx, seq) }
-func (o op) DeleteDead(ctx context.Context, seq uint64) error            { return jet.DeleteDead(ctx, o.js, seq) }
+func (o op) Requeue(ctx context.Context, seq uint64) (client.Result, error) {
+	return o.cl.Requeue(ctx, seq)
+}
+func (o op) DeleteDead(ctx context.Context, seq uint64) error { return jet.DeleteDead(ctx, o.js, seq) }
 
 // TestDeadLettersAndQueues lists dead letters, requeues one onto its queue
 // (same task id, no error headers, PENDING again), deletes another, and

@@ -54,7 +54,7 @@ type Config struct {
 	// the micro service "flotilla" (subjects flotilla.exec.<task>).
 	Sync bool
 	// SyncConcurrency is how many sync requests of one task may run at once
-	// in this process (instances of the micro service). Default 4.
+	// in this process (instances of the micro service). Default 8.
 	SyncConcurrency int
 	// ShutdownTimeout is the grace period for in-flight tasks on shutdown.
 	ShutdownTimeout time.Duration
@@ -84,7 +84,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, reg *task.Registry, store *resul
 		cfg.Now = time.Now
 	}
 	if cfg.SyncConcurrency <= 0 {
-		cfg.SyncConcurrency = 4
+		cfg.SyncConcurrency = 8
 	}
 	if cfg.Prefetch <= 0 {
 		cfg.Prefetch = max(cfg.Concurrency, 256)
