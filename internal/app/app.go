@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -234,14 +235,26 @@ func WorkerConfig(cfg config.Config) worker.Config {
 
 func printBanner(w io.Writer, cfg config.Config, c *Conns) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nFlotilla dev is running (web, api, worker on one embedded NATS server)\n")
-	fmt.Fprintf(&b, "  web     http://%s   (POST /api/v1/tasks, GET /api/v1/tasks/{id}, /healthz, /readyz, /metrics)\n", hostPort(cfg.Web.Addr))
-	fmt.Fprintf(&b, "  api     http://%s\n", hostPort(cfg.API.Addr))
+	fmt.Fprintf(&b, "\nFlotilla dev is running (web, api, worker and beat on one embedded NATS server)\n")
+	fmt.Fprintf(&b, "  web     http://%s   (tasks, schedules, queues, dead letters, /healthz, /readyz, /metrics)\n", hostPort(cfg.Web.Addr))
+	fmt.Fprintf(&b, "  api     http://%s   (POST /api/v1/exec/{task}: run a task and wait for its result)\n", hostPort(cfg.API.Addr))
 	fmt.Fprintf(&b, "  worker  http://%s/healthz   queues=%s concurrency=%d\n", hostPort(cfg.Worker.Addr), strings.Join(cfg.Worker.Queues, ","), cfg.Worker.Concurrency)
+	fmt.Fprintf(&b, "  beat    http://%s/healthz   (schedules in PostgreSQL %s)\n", hostPort(cfg.Beat.Addr), dbName(cfg.Database.URL))
 	fmt.Fprintf(&b, "  nats    %s   (store %s)\n", c.NATSURL, c.Server.StoreDir())
 	fmt.Fprintf(&b, "\nTry:\n  curl -XPOST localhost%s/api/v1/tasks -d '{\"task\":\"sys.echo\",\"args\":{\"x\":1}}'\n", portOf(cfg.Web.Addr))
-	fmt.Fprintf(&b, "  export NATS_URL=%s\n  go tool nats stream ls\n  go tool nats stream view TASKS\n  go tool nats consumer ls TASKS\n\n", c.NATSURL)
+	fmt.Fprintf(&b, "  curl -XPOST localhost%s/api/v1/exec/sys.echo -d '{\"x\":1}'\n", portOf(cfg.API.Addr))
+	fmt.Fprintf(&b, "  curl -XPOST localhost%s/api/v1/schedules -d '{\"name\":\"ping\",\"task\":\"sys.ping\",\"interval\":\"10s\"}'\n", portOf(cfg.Web.Addr))
+	fmt.Fprintf(&b, "  go run ./cmd/flotilla task send sys.echo --args '{\"x\":1}' --wait\n")
+	fmt.Fprintf(&b, "  export NATS_URL=%s\n  go tool nats stream ls\n  go tool nats stream view TASKS\n  go tool nats consumer ls TASKS\n  go tool nats micro stats flotilla\n\n", c.NATSURL)
 	_, _ = io.WriteString(w, b.String())
+}
+
+// dbName is the database of a PostgreSQL URL, for display (no credentials).
+func dbName(raw string) string {
+	if u, err := url.Parse(raw); err == nil && len(u.Path) > 1 {
+		return u.Host + u.Path
+	}
+	return "(database.url)"
 }
 
 func hostPort(addr string) string {
