@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flotilla/flotilla/streams"
@@ -135,7 +136,24 @@ func ApplyQueues(ctx context.Context, js jetstream.JetStream, t Topology, queues
 	return nil
 }
 
-// retryRace retries fn a few times when concurrent creates collide.
+// transient reports whether an apply error is worth retrying: a create that
+// lost a race with another replica, a cluster without quorum or leader yet
+// (503), or a JetStream API request that timed out while ctx itself is
+// still live (a freshly formed cluster can take seconds to place a stream).
+func transient(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoHeartbeat) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamNameInUse ||
+		apiErr.ErrorCode == jetstream.JSErrCodeConsumerNameExists || apiErr.ErrorCode == jetstream.JSErrCodeConsumerExists ||
+		apiErr.Code == 503)
+}
+
+// retryRace retries fn a few times on transient errors (see transient).
 func retryRace(ctx context.Context, fn func() error) error {
 	var err error
 	for i := 0; i < 5; i++ {
@@ -143,10 +161,7 @@ func retryRace(ctx context.Context, fn func() error) error {
 		if err == nil {
 			return nil
 		}
-		var apiErr *jetstream.APIError
-		if !errors.As(err, &apiErr) || (apiErr.ErrorCode != jetstream.JSErrCodeStreamNameInUse &&
-			apiErr.ErrorCode != jetstream.JSErrCodeConsumerNameExists && apiErr.ErrorCode != jetstream.JSErrCodeConsumerExists &&
-			apiErr.Code != 503) {
+		if !transient(ctx, err) {
 			return err
 		}
 		select {
