@@ -237,7 +237,7 @@ func TestExecWorkerKilledMidRequest(t *testing.T) {
 	b.startWorker(t, "b")
 	r := <-done
 	require.Contains(t, []int{http.StatusServiceUnavailable, http.StatusGatewayTimeout}, r.status, r.body)
-	require.Less(t, time.Since(start), 3*time.Second, "answered within the timeout")
+	require.Less(t, time.Since(start), 4*time.Second, "answered soon after its 1.5 s timeout, never a hang")
 	r = b.call(t, "sys.echo", `{"after":"kill"}`)
 	require.Equal(t, http.StatusOK, r.status, r.body)
 	require.Equal(t, "b", r.body["worker"])
