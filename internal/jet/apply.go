@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -105,31 +106,70 @@ func (t Topology) Stream(name string) (jetstream.StreamConfig, bool) {
 // update.
 func ApplyStreams(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	for _, sc := range t.Streams {
-		if err := retryRace(ctx, func() error {
-			_, err := js.CreateOrUpdateStream(ctx, sc)
-			return err
-		}); err != nil {
+		if err := retryRace(ctx, func() error { return applyStream(ctx, js, sc) }); err != nil {
 			return fmt.Errorf("apply stream %s: %w", sc.Name, err)
 		}
 	}
 	return nil
 }
 
+// applyStream creates sc, or updates it only when a setting Flotilla
+// manages differs: replicas starting at once then leave an up-to-date
+// stream alone instead of all rewriting its configuration.
+func applyStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
+	s, err := js.Stream(ctx, sc.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, sc)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if streamUpToDate(s.CachedInfo().Config, sc) {
+		return nil
+	}
+	_, err = js.UpdateStream(ctx, sc)
+	return err
+}
+
+func streamUpToDate(got, want jetstream.StreamConfig) bool {
+	return slices.Equal(got.Subjects, want.Subjects) && got.Description == want.Description &&
+		got.Retention == want.Retention && got.MaxConsumers == want.MaxConsumers &&
+		got.MaxMsgs == want.MaxMsgs && got.MaxBytes == want.MaxBytes && got.Discard == want.Discard &&
+		got.MaxAge == want.MaxAge && got.MaxMsgsPerSubject == want.MaxMsgsPerSubject &&
+		got.MaxMsgSize == want.MaxMsgSize && got.Storage == want.Storage && got.Replicas == want.Replicas &&
+		got.Duplicates == want.Duplicates && got.AllowDirect == want.AllowDirect &&
+		got.AllowMsgSchedules == want.AllowMsgSchedules && (got.AllowRollup || !want.AllowRollup)
+}
+
+// applyConsumer creates cc on stream, or updates it only when a setting
+// Flotilla manages differs.
+func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig) error {
+	c, err := js.Consumer(ctx, stream, cc.Durable)
+	if err == nil {
+		got := c.CachedInfo().Config
+		if got.Description == cc.Description && got.AckPolicy == cc.AckPolicy && got.AckWait == cc.AckWait &&
+			got.MaxDeliver == cc.MaxDeliver && got.FilterSubject == cc.FilterSubject &&
+			got.MaxAckPending == cc.MaxAckPending && got.MaxWaiting == cc.MaxWaiting &&
+			slices.Equal(got.BackOff, cc.BackOff) {
+			return nil
+		}
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return err
+	}
+	_, err = js.CreateOrUpdateConsumer(ctx, stream, cc)
+	return err
+}
+
 // ApplyQueues creates or updates the durable consumer q-<queue> of each
 // queue, and the delayed-mover consumer on DELAYED.
 func ApplyQueues(ctx context.Context, js jetstream.JetStream, t Topology, queues []string) error {
-	if err := retryRace(ctx, func() error {
-		_, err := js.CreateOrUpdateConsumer(ctx, StreamDelayed, t.Mover)
-		return err
-	}); err != nil {
+	if err := retryRace(ctx, func() error { return applyConsumer(ctx, js, StreamDelayed, t.Mover) }); err != nil {
 		return fmt.Errorf("apply consumer %s on %s: %w", t.Mover.Durable, StreamDelayed, err)
 	}
 	for _, q := range queues {
 		cc := t.QueueConsumer(q)
-		if err := retryRace(ctx, func() error {
-			_, err := js.CreateOrUpdateConsumer(ctx, StreamTasks, cc)
-			return err
-		}); err != nil {
+		if err := retryRace(ctx, func() error { return applyConsumer(ctx, js, StreamTasks, cc) }); err != nil {
 			return fmt.Errorf("apply consumer %s on %s: %w", cc.Durable, StreamTasks, err)
 		}
 	}
