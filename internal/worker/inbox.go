@@ -2,7 +2,6 @@ package worker
 
 import (
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -22,8 +21,7 @@ type inbox struct {
 }
 
 type queued struct {
-	m     jetstream.Msg
-	since time.Time
+	m jetstream.Msg
 }
 
 func newInbox(capacity int) *inbox {
@@ -34,7 +32,7 @@ func newInbox(capacity int) *inbox {
 }
 
 // put appends m, waiting while the inbox is full; false if it was closed.
-func (b *inbox) put(m jetstream.Msg, now time.Time) bool {
+func (b *inbox) put(m jetstream.Msg) bool {
 	b.mu.Lock()
 	for b.n == len(b.items) && !b.closed {
 		b.notFull.Wait()
@@ -43,7 +41,7 @@ func (b *inbox) put(m jetstream.Msg, now time.Time) bool {
 		b.mu.Unlock()
 		return false
 	}
-	b.items[(b.head+b.n)%len(b.items)] = queued{m: m, since: now}
+	b.items[(b.head+b.n)%len(b.items)] = queued{m: m}
 	b.n++
 	b.mu.Unlock()
 	b.notEmpty.Signal()
@@ -93,16 +91,13 @@ func (b *inbox) drain() []jetstream.Msg {
 	return out
 }
 
-// keepAlive sends an in-progress ack for every message that has waited
-// longer than age, and restarts its wait.
-func (b *inbox) keepAlive(now time.Time, age time.Duration) {
+// keepAlive sends an in-progress ack for every waiting message. It runs
+// every AckWait/4, so no waiting message goes longer than about a quarter
+// of ack_wait (plus scheduling delays) without one.
+func (b *inbox) keepAlive() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for i := 0; i < b.n; i++ {
-		q := &b.items[(b.head+i)%len(b.items)]
-		if now.Sub(q.since) >= age {
-			_ = q.m.InProgress()
-			q.since = now
-		}
+		_ = b.items[(b.head+i)%len(b.items)].m.InProgress()
 	}
 }

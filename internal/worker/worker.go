@@ -46,7 +46,7 @@ type Config struct {
 	// Backoff and BackoffMax shape the retry delay: Backoff*2^(attempt-1),
 	// capped at BackoffMax, with jitter in [d/2, d).
 	Backoff, BackoffMax time.Duration
-	// AckWait of the consumers; in-progress acks are sent every AckWait/3.
+	// AckWait of the consumers; in-progress acks are sent every AckWait/4.
 	AckWait time.Duration
 	// Events publishes lifecycle events.
 	Events bool
@@ -174,7 +174,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				return
 			default:
 			}
-			if !in.put(m, w.cfg.Now()) {
+			if !in.put(m) {
 				_ = m.Nak()
 			}
 		}, jetstream.PullMaxMessages(w.cfg.Prefetch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -210,17 +210,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	keeperDone := make(chan struct{})
 	go func() {
 		defer close(keeperDone)
-		every := w.cfg.AckWait / 3
-		t := time.NewTicker(every)
+		t := time.NewTicker(w.cfg.AckWait / 4)
 		defer t.Stop()
 		for {
 			select {
 			case <-stopping:
 				return
 			case <-t.C:
-				now := w.cfg.Now()
 				for _, in := range inboxes {
-					in.keepAlive(now, every)
+					in.keepAlive()
 				}
 			}
 		}
@@ -352,7 +350,7 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg) {
 	w.fail(ctx, a, herr)
 }
 
-// keepAlive sends in-progress acks every AckWait/3 while a handler runs.
+// keepAlive sends in-progress acks every AckWait/4 while a handler runs.
 type progressTimer struct {
 	mu      sync.Mutex
 	t       *time.Timer
@@ -368,7 +366,7 @@ func (p *progressTimer) Stop() {
 
 func (w *Worker) keepAlive(m jetstream.Msg) *progressTimer {
 	p := &progressTimer{}
-	every := w.cfg.AckWait / 3
+	every := w.cfg.AckWait / 4
 	var fire func()
 	fire = func() {
 		p.mu.Lock()

@@ -470,13 +470,13 @@ func TestPoisonTaskDeadLettered(t *testing.T) {
 // redelivered, so each still runs exactly once.
 func TestBufferedTasksKeptAlive(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{ackWait: time.Second})
+	b := setup(t, setupOpts{ackWait: 2 * time.Second})
 	var ids []string
 	for i := 0; i < 6; i++ {
-		ids = append(ids, b.enqueue(t, client.Request{Task: "test.count", Args: json.RawMessage(`{"ms":500}`)}))
+		ids = append(ids, b.enqueue(t, client.Request{Task: "test.count", Args: json.RawMessage(`{"ms":800}`)}))
 	}
 	cfg := b.cfg()
-	cfg.AckWait = time.Second
+	cfg.AckWait = 2 * time.Second
 	cfg.Concurrency = 1
 	cfg.Prefetch = 8
 	b.start(t, cfg)
