@@ -191,7 +191,7 @@ func (r ExecRoutes) exec(c echo.Context) error {
 	if !json.Valid(body) {
 		return rest.NewError(http.StatusBadRequest, "bad_json", "body", "body is not valid JSON")
 	}
-	if !jet.IsJSONObject(body) {
+	if !task.IsJSONObject(body) {
 		return rest.NewError(http.StatusBadRequest, "invalid_field", "body", "body: the args must be a JSON object")
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), timeout)

@@ -138,7 +138,7 @@ func (c *Client) prepare(r Request) (*prepared, error) {
 	if mp := c.nc.MaxPayload(); mp > 0 && int64(len(args))+headerRoom > mp {
 		return nil, fmt.Errorf("%w: args are %d bytes, the NATS server's max_payload is %d (raise it on the server)", ErrTooLarge, len(args), mp)
 	}
-	if !jet.IsJSONObject(args) {
+	if !task.IsJSONObject(args) {
 		return nil, fieldErr("args", "must be a JSON object")
 	}
 	now := c.cfg.Now()

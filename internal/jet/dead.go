@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -50,23 +51,8 @@ func deadLetter(m *jetstream.RawStreamMsg) DeadLetter {
 	d := DeadLetter{Seq: m.Sequence, Subject: m.Subject, Time: m.Time, Args: m.Data, Header: m.Header,
 		ID: m.Header.Get(task.HeaderID), Task: m.Header.Get(task.HeaderTask), Error: m.Header.Get(task.HeaderError)}
 	d.Attempts, _ = strconv.Atoi(m.Header.Get(task.HeaderAttempts))
-	// dead.<queue>.<task>
-	if rest, ok := cutPrefix(m.Subject, "dead."); ok {
-		for i := 0; i < len(rest); i++ {
-			if rest[i] == '.' {
-				d.Queue = rest[:i]
-				break
-			}
-		}
-	}
+	d.Queue = queueOf(m.Subject, "dead.")
 	return d
-}
-
-func cutPrefix(s, p string) (string, bool) {
-	if len(s) >= len(p) && s[:len(p)] == p {
-		return s[len(p):], true
-	}
-	return s, false
 }
 
 // ListDead returns up to limit dead letters, newest first.
@@ -132,7 +118,7 @@ func Queues(ctx context.Context, js jetstream.JetStream) ([]QueueInfo, error) {
 	var out []QueueInfo
 	l := s.ListConsumers(ctx)
 	for ci := range l.Info() {
-		q, ok := cutPrefix(ci.Name, "q-")
+		q, ok := strings.CutPrefix(ci.Name, "q-")
 		if !ok {
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -65,7 +66,7 @@ func DecodeTask(subject string, h nats.Header, data []byte) (*task.Envelope, err
 	env := &task.Envelope{MaxRetries: -1}
 	env.ID = h.Get(task.HeaderID)
 	env.Name = h.Get(task.HeaderTask)
-	env.Queue = queueOf(subject)
+	env.Queue = queueOf(subject, "tasks.")
 	if env.Queue == "" {
 		env.Queue = h.Get(task.HeaderQueue)
 	}
@@ -105,39 +106,20 @@ func DecodeTask(subject string, h nats.Header, data []byte) (*task.Envelope, err
 		}
 		env.Timeout = d
 	}
-	if !isJSONObject(data) {
+	if !task.IsJSONObject(data) {
 		return env, fmt.Errorf("%w: body is not a JSON object", ErrUndecodable)
 	}
 	env.Args = data
 	return env, nil
 }
 
-// isJSONObject reports whether b is a valid JSON object.
-func isJSONObject(b []byte) bool {
-	i := 0
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	if i == len(b) || b[i] != '{' {
-		return false
-	}
-	return json.Valid(b)
-}
-
-// IsJSONObject reports whether b is a valid JSON object.
-func IsJSONObject(b []byte) bool { return isJSONObject(b) }
-
-func queueOf(subject string) string {
-	// tasks.<queue>.<task...>
-	const p = "tasks."
-	if len(subject) <= len(p) || subject[:len(p)] != p {
+// queueOf returns <queue> of a subject prefix.<queue>.<task> ("tasks." or
+// "dead."), or "" when subject does not start with prefix.
+func queueOf(subject, prefix string) string {
+	rest, ok := strings.CutPrefix(subject, prefix)
+	if !ok {
 		return ""
 	}
-	rest := subject[len(p):]
-	for i := 0; i < len(rest); i++ {
-		if rest[i] == '.' {
-			return rest[:i]
-		}
-	}
-	return rest
+	q, _, _ := strings.Cut(rest, ".")
+	return q
 }

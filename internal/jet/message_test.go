@@ -244,7 +244,7 @@ func TestIsJSONObject(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			require.Equal(t, tc.want, jet.IsJSONObject([]byte(tc.in)))
+			require.Equal(t, tc.want, task.IsJSONObject([]byte(tc.in)))
 		})
 	}
 }
@@ -281,7 +281,7 @@ func FuzzDecodeTask(f *testing.F) {
 			}
 			return
 		}
-		if !jet.IsJSONObject(env.Args) {
+		if !task.IsJSONObject(env.Args) {
 			t.Fatalf("accepted args %q are not a JSON object", env.Args)
 		}
 		if task.ValidateQueue(env.Queue) != nil || task.ValidateName(env.Name) != nil {

@@ -160,7 +160,7 @@ func (s *Schedule) Validate() error {
 	if err := task.ValidateQueue(s.Queue); err != nil {
 		add("queue", "%v", err)
 	}
-	if len(s.Args) > 0 && !isObject(s.Args) {
+	if len(s.Args) > 0 && !task.IsJSONObject(s.Args) {
 		add("args", "must be a JSON object")
 	}
 	switch {
@@ -209,11 +209,6 @@ func (s *Schedule) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func isObject(b []byte) bool {
-	t := strings.TrimSpace(string(b))
-	return strings.HasPrefix(t, "{") && json.Valid(b)
 }
 
 var parser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)

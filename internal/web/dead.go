@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/rest"
+	"github.com/flotilla/flotilla/internal/task"
 )
 
 // Operator is what the queue and dead-letter endpoints need.
@@ -88,15 +90,11 @@ type deadJSON struct {
 // rawOrString shows valid JSON args as JSON and anything else (the reason a
 // message may be dead) as a string.
 func rawOrString(b []byte) any {
-	if jet.IsJSONObject(b) {
-		return jsonRaw(b)
+	if task.IsJSONObject(b) {
+		return json.RawMessage(b)
 	}
 	return string(b)
 }
-
-type jsonRaw []byte
-
-func (r jsonRaw) MarshalJSON() ([]byte, error) { return r, nil }
 
 func seqParam(c echo.Context) (uint64, error) {
 	seq, err := strconv.ParseUint(c.Param("seq"), 10, 64)

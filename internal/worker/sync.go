@@ -84,7 +84,7 @@ func (w *Worker) handleSync(ctx context.Context, def *task.Definition, req micro
 	}
 	log := w.log.With().Str(logging.TaskID, env.ID).Str(logging.TaskName, env.Name).
 		Str(logging.Queue, env.Queue).Int(logging.Attempt, 1).Logger()
-	if !jet.IsJSONObject(env.Args) {
+	if !task.IsJSONObject(env.Args) {
 		_ = req.Error(jet.CodeBadRequest, "args must be a JSON object", nil)
 		return
 	}
