@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
@@ -121,7 +120,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	defer e.rdb.Close()
 	e.prefix = fmt.Sprintf("flotilla-bench-%d", time.Now().UnixNano())
-	defer e.cleanRedis(context.WithoutCancel(ctx))
+	defer cleanRedis(context.WithoutCancel(ctx), e.rdb, e.prefix)
 
 	e.topo, err = jet.LoadTopology(jet.TopologyParams{Replicas: 1, TaskMaxMsgs: -1, TaskMaxBytes: -1})
 	if err != nil {
@@ -170,19 +169,12 @@ func natsServer(url string) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: filepath.Join(dir, "js"), NoLog: true, NoSigs: true, MaxPayload: 8 << 20})
+	ns, err := jet.StartEmbedded(jet.EmbedConfig{Addr: "127.0.0.1:0", StoreDir: filepath.Join(dir, "js"), Name: "flotilla-bench"})
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return "", nil, err
 	}
-	go ns.Start()
-	stop := func() { ns.Shutdown(); ns.WaitForShutdown(); _ = os.RemoveAll(dir) }
-	if !ns.ReadyForConnections(10 * time.Second) {
-		stop()
-		return "", nil, fmt.Errorf("bench: embedded NATS server not ready")
-	}
-	return ns.ClientURL(), stop, nil
+	return ns.ClientURL(), func() { ns.Shutdown(); ns.WaitForShutdown(); _ = os.RemoveAll(dir) }, nil
 }
 
 func serverKind(url string) string {
@@ -198,18 +190,19 @@ func makeArgs(n int) []byte {
 	return []byte(`{"payload":"` + strings.Repeat("x", pad) + `"}`)
 }
 
-func (e *env) cleanRedis(ctx context.Context) {
-	iter := e.rdb.Scan(ctx, 0, e.prefix+":*", 5000).Iterator()
+// cleanRedis deletes every key under prefix.
+func cleanRedis(ctx context.Context, rdb *redis.Client, prefix string) {
+	iter := rdb.Scan(ctx, 0, prefix+":*", 5000).Iterator()
 	var keys []string
 	for iter.Next(ctx) {
 		keys = append(keys, iter.Val())
 		if len(keys) == 5000 {
-			e.rdb.Unlink(ctx, keys...)
+			rdb.Unlink(ctx, keys...)
 			keys = keys[:0]
 		}
 	}
 	if len(keys) > 0 {
-		e.rdb.Unlink(ctx, keys...)
+		rdb.Unlink(ctx, keys...)
 	}
 }
 

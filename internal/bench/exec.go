@@ -76,9 +76,9 @@ func RunExec(ctx context.Context, cfg ExecConfig, out io.Writer) error {
 		return err
 	}
 	defer rdb.Close()
-	e := &env{rdb: rdb, prefix: fmt.Sprintf("flotilla-bench-exec-%d", time.Now().UnixNano())}
-	defer e.cleanRedis(context.WithoutCancel(ctx))
-	store := results.New(rdb, results.Config{Prefix: e.prefix, TTL: 10 * time.Minute})
+	prefix := fmt.Sprintf("flotilla-bench-exec-%d", time.Now().UnixNano())
+	defer cleanRedis(context.WithoutCancel(ctx), rdb, prefix)
+	store := results.New(rdb, results.Config{Prefix: prefix, TTL: 10 * time.Minute})
 	defer store.Close()
 	reg := task.NewRegistry()
 	systasks.Register(reg)
@@ -139,7 +139,7 @@ func RunExec(ctx context.Context, cfg ExecConfig, out io.Writer) error {
 	// As the api role runs in dev: no token auth, sessions and the rate
 	// limiter on Redis (anonymous callers are not rate-limited).
 	srv := api.New(api.Config{MaxBodyBytes: 1 << 20, Exec: ex, ExecTimeout: 5 * time.Second, ExecTimeoutMax: time.Minute,
-		Auth: api.AuthNone, Redis: rdb, Prefix: e.prefix, SessionTTL: time.Minute, RateLimit: 1000, RateWindow: time.Second}, cl, nil, zerolog.Nop())
+		Auth: api.AuthNone, Redis: rdb, Prefix: prefix, SessionTTL: time.Minute, RateLimit: 1000, RateWindow: time.Second}, cl, nil, zerolog.Nop())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
