@@ -200,25 +200,38 @@ func (s *Store) SetAsync(id string, u Update) {
 
 // SetMany writes several updates in one pipeline and waits.
 func (s *Store) SetMany(ctx context.Context, ids []string, us []Update) error {
-	pipe := s.rdb.Pipeline()
+	ops := make([]*op, len(ids))
 	for i, id := range ids {
-		k := s.Key(id)
-		pipe.HSet(ctx, k, us[i].fields(id)...)
-		pipe.Expire(ctx, k, s.ttl)
+		ops[i] = &op{key: s.Key(id), fields: us[i].fields(id)}
 	}
-	_, err := pipe.Exec(ctx)
-	if err != nil {
-		return fmt.Errorf("record states: %w", err)
-	}
-	return nil
+	return s.write(ctx, ops)
 }
 
-func (s *Store) direct(ctx context.Context, o *op) error {
+func (s *Store) direct(ctx context.Context, o *op) error { return s.write(ctx, []*op{o}) }
+
+// write sends ops in one pipeline: one HSET and one EXPIRE per key. Writes
+// of one task in one batch (typically STARTED then SUCCESS of a fast task)
+// become one HSET of their fields in order, so later ones win, exactly as
+// separate writes would have left the hash.
+func (s *Store) write(ctx context.Context, ops []*op) error {
+	keys := make([]string, 0, len(ops))
+	fields := make(map[string][]any, len(ops))
+	for _, o := range ops {
+		f, seen := fields[o.key]
+		if !seen {
+			keys = append(keys, o.key)
+		}
+		fields[o.key] = append(f, o.fields...)
+	}
 	pipe := s.rdb.Pipeline()
-	pipe.HSet(ctx, o.key, o.fields...)
-	pipe.Expire(ctx, o.key, s.ttl)
-	_, err := pipe.Exec(ctx)
-	return err
+	for _, k := range keys {
+		pipe.HSet(ctx, k, fields[k]...)
+		pipe.Expire(ctx, k, s.ttl)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("record task state: %w", err)
+	}
+	return nil
 }
 
 func (s *Store) writer() {
@@ -263,42 +276,17 @@ func (s *Store) writer() {
 func (s *Store) flush(batch []*op) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// Writes of one task in one batch (typically STARTED then SUCCESS of a
-	// fast task) become one HSET: its fields in order, so later ones win,
-	// exactly as the separate writes would have left the hash.
-	keys := make([]string, 0, len(batch))
-	fields := make(map[string][]any, len(batch))
-	for _, o := range batch {
-		f, seen := fields[o.key]
-		if !seen {
-			keys = append(keys, o.key)
-		}
-		fields[o.key] = append(f, o.fields...)
-	}
-	pipe := s.rdb.Pipeline()
-	for _, k := range keys {
-		pipe.HSet(ctx, k, fields[k]...)
-		pipe.Expire(ctx, k, s.ttl)
-	}
-	_, err := pipe.Exec(ctx)
-	if err != nil {
-		err = fmt.Errorf("record task state: %w", err)
-		if s.errFunc != nil {
-			n := 0
-			for _, o := range batch {
-				if o.done == nil {
-					n++
-				}
-			}
-			if n > 0 {
-				s.errFunc(err, n)
-			}
-		}
-	}
+	err := s.write(ctx, batch)
+	unheard := 0 // failed writes nobody waits for (SetAsync)
 	for _, o := range batch {
 		if o.done != nil {
 			o.done <- err
+		} else if err != nil {
+			unheard++
 		}
+	}
+	if unheard > 0 && s.errFunc != nil {
+		s.errFunc(err, unheard)
 	}
 }
 
