@@ -106,7 +106,7 @@ func (t Topology) Stream(name string) (jetstream.StreamConfig, bool) {
 // update.
 func ApplyStreams(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	for _, sc := range t.Streams {
-		if err := retryRace(ctx, func() error { return applyStream(ctx, js, sc) }); err != nil {
+		if err := retryTransient(ctx, func() error { return applyStream(ctx, js, sc) }); err != nil {
 			return fmt.Errorf("apply stream %s: %w", sc.Name, err)
 		}
 	}
@@ -164,12 +164,12 @@ func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c
 // ApplyQueues creates or updates the durable consumer q-<queue> of each
 // queue, and the delayed-mover consumer on DELAYED.
 func ApplyQueues(ctx context.Context, js jetstream.JetStream, t Topology, queues []string) error {
-	if err := retryRace(ctx, func() error { return applyConsumer(ctx, js, StreamDelayed, t.Mover) }); err != nil {
+	if err := retryTransient(ctx, func() error { return applyConsumer(ctx, js, StreamDelayed, t.Mover) }); err != nil {
 		return fmt.Errorf("apply consumer %s on %s: %w", t.Mover.Durable, StreamDelayed, err)
 	}
 	for _, q := range queues {
 		cc := t.QueueConsumer(q)
-		if err := retryRace(ctx, func() error { return applyConsumer(ctx, js, StreamTasks, cc) }); err != nil {
+		if err := retryTransient(ctx, func() error { return applyConsumer(ctx, js, StreamTasks, cc) }); err != nil {
 			return fmt.Errorf("apply consumer %s on %s: %w", cc.Durable, StreamTasks, err)
 		}
 	}
@@ -193,8 +193,8 @@ func transient(ctx context.Context, err error) bool {
 		apiErr.Code == 503)
 }
 
-// retryRace retries fn a few times on transient errors (see transient).
-func retryRace(ctx context.Context, fn func() error) error {
+// retryTransient retries fn a few times on transient errors (see transient).
+func retryTransient(ctx context.Context, fn func() error) error {
 	var err error
 	for i := 0; i < 5; i++ {
 		err = fn()

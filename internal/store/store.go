@@ -60,17 +60,17 @@ const startHint = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /
 func Open(ctx context.Context, rawURL string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("database.url: %s", redactErr(err))
+		return nil, fmt.Errorf("database.url: %v", err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	pool, err := pgxpool.NewWithConfig(pctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("postgresql at %s: %s", where(cfg.ConnConfig.Config), redactErr(err))
+		return nil, fmt.Errorf("postgresql at %s: %v", where(cfg.ConnConfig.Config), err)
 	}
 	if err := pool.Ping(pctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("postgresql at %s is not reachable (%s); %s", where(cfg.ConnConfig.Config), redactErr(err), startHint)
+		return nil, fmt.Errorf("postgresql at %s is not reachable (%v); %s", where(cfg.ConnConfig.Config), err, startHint)
 	}
 	return pool, nil
 }
@@ -80,7 +80,7 @@ func Open(ctx context.Context, rawURL string) (*pgxpool.Pool, error) {
 func EnsureDatabase(ctx context.Context, rawURL string) (created bool, err error) {
 	cfg, err := pgx.ParseConfig(rawURL)
 	if err != nil {
-		return false, fmt.Errorf("database.url: %s", redactErr(err))
+		return false, fmt.Errorf("database.url: %v", err)
 	}
 	name := cfg.Database
 	if name == "" || name == "postgres" {
@@ -92,7 +92,7 @@ func EnsureDatabase(ctx context.Context, rawURL string) (created bool, err error
 	defer cancel()
 	conn, err := pgx.ConnectConfig(pctx, admin)
 	if err != nil {
-		return false, fmt.Errorf("postgresql at %s is not reachable (%s); %s", where(cfg.Config), redactErr(err), startHint)
+		return false, fmt.Errorf("postgresql at %s is not reachable (%v); %s", where(cfg.Config), err, startHint)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	var exists bool
@@ -118,7 +118,3 @@ func EnsureDatabase(ctx context.Context, rawURL string) (created bool, err error
 func where(c pgconn.Config) string {
 	return fmt.Sprintf("%s:%d/%s", c.Host, c.Port, c.Database)
 }
-
-// redactErr renders err; pgx already masks passwords in the errors it
-// builds from a connection string.
-func redactErr(err error) string { return err.Error() }

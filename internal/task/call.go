@@ -3,6 +3,7 @@ package task
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime/debug"
 )
@@ -52,11 +53,11 @@ func ErrorType(err error) string {
 	switch {
 	case err == nil:
 		return ""
-	case asPanic(err, &pe):
+	case errors.As(err, &pe):
 		return "panic"
 	case IsPermanent(err):
 		return "permanent"
-	case isDeadline(err):
+	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
 	default:
 		return "error"

@@ -1,7 +1,6 @@
 package task
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -59,7 +58,3 @@ type PanicError struct {
 }
 
 func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
-
-func asPanic(err error, pe **PanicError) bool { return errors.As(err, pe) }
-
-func isDeadline(err error) bool { return errors.Is(err, context.DeadlineExceeded) }

@@ -50,7 +50,6 @@ func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 // Cluster is a three-node JetStream cluster in this process.
 type Cluster struct {
 	Servers []*server.Server
-	opts    []*server.Options
 }
 
 // URLs returns the client URLs of every running node, comma-separated.
@@ -102,7 +101,6 @@ func NewCluster(t testing.TB) *Cluster {
 		}
 		go ns.Start()
 		c.Servers = append(c.Servers, ns)
-		c.opts = append(c.opts, o)
 	}
 	t.Cleanup(func() {
 		for _, ns := range c.Servers {
