@@ -195,7 +195,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 }
 
 func (s *Scheduler) loop(ctx context.Context) error {
-	s.reloadAll(ctx)
+	// No load here: Listen reports "" as soon as it listens (a full resync
+	// that fills a standby's cache), and gaining the lease reloads anyway.
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	// Reading every schedule and writing bookkeeping take database round
@@ -499,14 +500,20 @@ func (s *Scheduler) publishLocked(ctx context.Context, e *entry, at time.Time) {
 		e.last = at
 	}
 	e.runs++
-	r := s.runs[sc.Name]
-	if r == nil {
-		r = &Run{Name: sc.Name}
-		s.runs[sc.Name] = r
+	s.noteRunLocked(Run{Name: sc.Name, FiredAt: at, Count: e.runs})
+}
+
+// noteRunLocked merges r into the bookkeeping waiting for the next flush;
+// both fields only move forward.
+func (s *Scheduler) noteRunLocked(r Run) {
+	p := s.runs[r.Name]
+	if p == nil {
+		s.runs[r.Name] = &r
+		return
 	}
-	r.Count = max(r.Count, e.runs)
-	if at.After(r.FiredAt) {
-		r.FiredAt = at
+	p.Count = max(p.Count, r.Count)
+	if r.FiredAt.After(p.FiredAt) {
+		p.FiredAt = r.FiredAt
 	}
 }
 
@@ -566,16 +573,8 @@ func (s *Scheduler) flushRuns(ctx context.Context) {
 		s.dbError(err, "record runs")
 		// Keep them for the next flush, merged with newer fires.
 		s.mu.Lock()
-		for _, b := range batch {
-			r := s.runs[b.Name]
-			if r == nil {
-				r = &Run{Name: b.Name}
-				s.runs[b.Name] = r
-			}
-			r.Count = max(r.Count, b.Count)
-			if b.FiredAt.After(r.FiredAt) {
-				r.FiredAt = b.FiredAt
-			}
+		for _, r := range batch {
+			s.noteRunLocked(r)
 		}
 		s.mu.Unlock()
 		return
