@@ -14,6 +14,7 @@ import (
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/results"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // Errors of [Client.Enqueue]; match them with errors.Is.
@@ -95,7 +96,7 @@ func Dial(ctx context.Context, o ClientOptions) (*Client, error) {
 		c.store = results.New(c.rdb, results.Config{Prefix: o.RedisPrefix, TTL: o.ResultTTL})
 	}
 	window := 5 * time.Minute
-	if s, err := js.Stream(ctx, jet.StreamTasks); err == nil {
+	if s, err := js.Stream(ctx, wire.StreamTasks); err == nil {
 		window = s.CachedInfo().Config.Duplicates
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		c.Close()
@@ -134,7 +135,7 @@ func (c *Client) request(taskName string, args any, o EnqueueOptions) (client.Re
 	}
 	return client.Request{
 		Task: taskName, Queue: o.Queue, Args: raw, Countdown: o.Countdown, ETA: o.ETA, Expires: o.Expires,
-		MaxRetries: o.MaxRetries, Timeout: o.Timeout, IdempotencyKey: o.IdempotencyKey, Origin: "client",
+		MaxRetries: o.MaxRetries, Timeout: o.Timeout, IdempotencyKey: o.IdempotencyKey, Origin: wire.OriginClient,
 	}, nil
 }
 

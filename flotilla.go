@@ -24,6 +24,7 @@ import (
 	"github.com/flotilla/flotilla/internal/schedule"
 	"github.com/flotilla/flotilla/internal/systasks"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 type (
@@ -35,7 +36,31 @@ type (
 	Args = task.Args
 	// Option sets per-task defaults at registration.
 	Option = task.Option
+	// Middleware wraps handlers (see [App.Use]).
+	Middleware = task.Middleware
+	// Event is a lifecycle event of a task as published on the EVENTS
+	// stream (events.<kind>.<queue>.<task>); decode one with [DecodeEvent].
+	Event = wire.Event
 )
+
+// Event kinds, the second token of an event's subject.
+const (
+	EventSent      = wire.EventSent
+	EventStarted   = wire.EventStarted
+	EventSucceeded = wire.EventSucceeded
+	EventFailed    = wire.EventFailed
+	EventRetried   = wire.EventRetried
+	EventDead      = wire.EventDead
+	EventExpired   = wire.EventExpired
+)
+
+// EnvelopeFrom returns the envelope of the attempt ctx belongs to, for code
+// deep inside a handler that was not passed it.
+func EnvelopeFrom(ctx context.Context) (*Envelope, bool) { return task.EnvelopeFrom(ctx) }
+
+// DecodeEvent reads the JSON body of a message on EVENTS, e.g. one
+// received with nats.Subscribe("events.>", ...).
+func DecodeEvent(data []byte) (Event, error) { return wire.DecodeEvent(data) }
 
 // Permanent marks an error as not worth retrying: the task is dead-lettered.
 func Permanent(err error) error { return task.Permanent(err) }
@@ -83,9 +108,17 @@ func Cron(name, taskName, expr string) Schedule {
 // App is a Flotilla binary under construction: its task registry and the
 // schedules declared in code.
 type App struct {
-	reg       *task.Registry
-	schedules []schedule.Schedule
+	reg        *task.Registry
+	schedules  []schedule.Schedule
+	middleware []task.Middleware
 }
+
+// Use adds handler middleware, outermost first: it wraps every handler
+// wherever it runs — queue workers, synchronous execution on workers, and
+// in-process execution in the api role — once per attempt. The context a
+// handler (and middleware) gets carries the task's logger (zerolog.Ctx)
+// and envelope. Call it before Run.
+func (a *App) Use(mw ...Middleware) { a.middleware = append(a.middleware, mw...) }
 
 // Schedule declares a periodic task in code, like Celery's beat_schedule.
 // Beat syncs it into PostgreSQL at start, marked as coming from code: it can
@@ -119,7 +152,7 @@ func (a *App) Tasks() []string { return a.reg.Names() }
 // Run executes a command line (without the program name): a role such as
 // "worker" or an admin command such as "task send".
 func (a *App) Run(ctx context.Context, args []string) error {
-	return cli.Run(ctx, cli.Env{Registry: a.reg, Schedules: a.schedules}, args)
+	return cli.Run(ctx, cli.Env{Registry: a.reg, Schedules: a.schedules, Middleware: a.middleware}, args)
 }
 
 // Main runs the command line of the process until SIGINT or SIGTERM and

@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/flotilla/flotilla/internal/logging"
 	"github.com/flotilla/flotilla/internal/rest"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // Config configures the api role.
@@ -37,6 +38,8 @@ type Config struct {
 	SessionTTL time.Duration
 	RateLimit  int
 	RateWindow time.Duration
+	// Metrics is the role's registry, served on /metrics; nil = a new one.
+	Metrics *prometheus.Registry
 }
 
 // Server is the api role.
@@ -48,9 +51,11 @@ type Server struct {
 // New builds the api role's routes.
 func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *Server {
 	log = log.With().Str(logging.Component, "api").Logger()
-	e := rest.NewEcho(log)
+	if cfg.Metrics == nil {
+		cfg.Metrics = rest.NewRegistry()
+	}
+	e := rest.NewRole("api", log, cfg.Metrics, checks)
 	e.JSONSerializer = TimezoneSerializer{}
-	e.Use(middleware.Recover())
 	// Order matters: the rate limit and the session need the caller Auth sets.
 	mode := cfg.Auth
 	if mode == "" {
@@ -64,9 +69,8 @@ func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *
 		}
 	}
 	e.Use(Timezone())
-	rest.MountHealth(e, "api", checks, nil)
 	g := e.Group("/api/v1")
-	rest.TaskRoutes{Client: c, MaxBodyBytes: cfg.MaxBodyBytes, Origin: "api"}.Mount(g)
+	rest.TaskRoutes{Client: c, MaxBodyBytes: cfg.MaxBodyBytes, Origin: wire.OriginAPI}.Mount(g)
 	if cfg.Exec != nil {
 		ExecRoutes{Exec: cfg.Exec, MaxBodyBytes: cfg.MaxBodyBytes, Timeout: cfg.ExecTimeout, MaxTimeout: cfg.ExecTimeoutMax}.Mount(g)
 	}

@@ -13,20 +13,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/oklog/ulid/v2"
 
-	"github.com/flotilla/flotilla/internal/jet"
+	"github.com/flotilla/flotilla/internal/attempt"
 	"github.com/flotilla/flotilla/internal/rest"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 )
-
-// Meta is what a sync execution carries besides its args, as headers of the
-// same names as a task message's.
-type Meta struct {
-	ID          string
-	Origin      string
-	Traceparent string
-	// Timeout bounds the handler on the worker; the caller's context bounds the wait.
-	Timeout time.Duration
-}
 
 // Result is a successful sync execution.
 type Result struct {
@@ -57,11 +48,11 @@ func (e *ExecError) Error() string { return e.Msg }
 
 // Executor runs a task synchronously.
 type Executor interface {
-	Exec(ctx context.Context, name string, args json.RawMessage, m Meta) (Result, error)
+	Exec(ctx context.Context, name string, args json.RawMessage, m wire.ExecMeta) (Result, error)
 }
 
 // Remote executes on workers over NATS request-reply (the micro service
-// "flotilla"). known, when set, tells an unknown task (404) from one that
+// "flotilla"). Known, when set, tells an unknown task (404) from one that
 // no worker serves right now (503) after a no-responders answer.
 type Remote struct {
 	NC    *nats.Conn
@@ -69,20 +60,9 @@ type Remote struct {
 }
 
 // Exec implements Executor.
-func (r Remote) Exec(ctx context.Context, name string, args json.RawMessage, m Meta) (Result, error) {
-	msg := nats.NewMsg(jet.ExecSubject(name))
-	msg.Header.Set(task.HeaderID, m.ID)
-	msg.Header.Set(task.HeaderTask, name)
-	msg.Header.Set(task.HeaderOrigin, m.Origin)
-	if m.Traceparent != "" {
-		msg.Header.Set(task.HeaderTraceparent, m.Traceparent)
-	}
-	if m.Timeout > 0 {
-		msg.Header.Set(task.HeaderTimeout, m.Timeout.String())
-	}
-	msg.Data = args
+func (r Remote) Exec(ctx context.Context, name string, args json.RawMessage, m wire.ExecMeta) (Result, error) {
 	start := time.Now()
-	resp, err := r.NC.RequestMsgWithContext(ctx, msg)
+	resp, err := r.NC.RequestMsgWithContext(ctx, wire.NewExecRequest(name, args, m))
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		if r.Known != nil && !r.Known(name) {
@@ -97,66 +77,54 @@ func (r Remote) Exec(ctx context.Context, name string, args json.RawMessage, m M
 	case err != nil:
 		return Result{}, fmt.Errorf("exec %s: %w", name, err)
 	}
-	h := resp.Header
-	if code := h.Get("Nats-Service-Error-Code"); code != "" {
-		e := &ExecError{ID: h.Get(task.HeaderID), Task: name, Msg: h.Get("Nats-Service-Error"),
-			ErrorType: h.Get(jet.HeaderErrorType), Worker: h.Get(jet.HeaderWorker)}
-		switch code {
-		case jet.CodeTimeout:
+	return fromReply(name, wire.DecodeExecReply(resp))
+}
+
+// Local runs handlers inside the api process (api.exec=local): Celery's
+// task_always_eager, for development and tests. It runs them through the
+// same attempt runner as workers do — middleware, timeouts, recorded
+// states and events included.
+type Local struct {
+	Registry *task.Registry
+	Runner   *attempt.Runner
+}
+
+// Exec implements Executor.
+func (l Local) Exec(ctx context.Context, name string, args json.RawMessage, m wire.ExecMeta) (Result, error) {
+	def, err := l.Registry.Lookup(name)
+	if err != nil {
+		return Result{}, &ExecError{Status: http.StatusNotFound, ID: m.ID, Task: name, Code: "unknown_task", Msg: err.Error()}
+	}
+	req := wire.NewExecRequest(name, args, m)
+	env, wait, err := wire.DecodeExecRequest(name, req.Header, req.Data, time.Now())
+	if err != nil {
+		return Result{}, &ExecError{Status: http.StatusBadRequest, ID: m.ID, Task: name, Code: "invalid_field", Msg: err.Error()}
+	}
+	if wait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
+	return fromReply(name, l.Runner.Exec(ctx, def, env))
+}
+
+// fromReply maps a worker's (or the local runner's) reply to the answer:
+// the result, or an ExecError with the HTTP status of its code.
+func fromReply(name string, r wire.ExecReply) (Result, error) {
+	if r.Code != "" {
+		e := &ExecError{ID: r.ID, Task: name, Msg: r.Error, ErrorType: r.ErrorType, Worker: r.Worker}
+		switch r.Code {
+		case wire.CodeTimeout:
 			e.Status, e.Code = http.StatusGatewayTimeout, "timeout"
-		case jet.CodeBadRequest:
+		case wire.CodeBadRequest:
 			e.Status, e.Code = http.StatusBadRequest, "invalid_field"
 		default:
 			e.Status, e.Code = http.StatusUnprocessableEntity, "handler_error"
 		}
 		return Result{}, e
 	}
-	res := Result{ID: h.Get(task.HeaderID), Task: name, Result: resp.Data, Worker: h.Get(jet.HeaderWorker)}
-	res.StartedAt, _ = time.Parse(time.RFC3339Nano, h.Get(jet.HeaderStarted))
-	res.FinishedAt, _ = time.Parse(time.RFC3339Nano, h.Get(jet.HeaderFinished))
-	res.RuntimeMS = ms(res.FinishedAt.Sub(res.StartedAt))
-	return res, nil
-}
-
-// Local runs handlers inside the api process (api.exec=local): Celery's
-// task_always_eager, for development and tests.
-type Local struct {
-	Registry *task.Registry
-	// Name appears as the worker of every result.
-	Name string
-	// Timeout is the handler's default timeout.
-	Timeout time.Duration
-}
-
-// Exec implements Executor.
-func (l Local) Exec(ctx context.Context, name string, args json.RawMessage, m Meta) (Result, error) {
-	def, err := l.Registry.Lookup(name)
-	if err != nil {
-		return Result{}, &ExecError{Status: http.StatusNotFound, ID: m.ID, Task: name, Code: "unknown_task", Msg: err.Error()}
-	}
-	timeout := m.Timeout
-	if def.Options.Timeout > 0 && (timeout <= 0 || def.Options.Timeout < timeout) {
-		timeout = def.Options.Timeout
-	}
-	if timeout <= 0 {
-		timeout = l.Timeout
-	}
-	env := &task.Envelope{ID: m.ID, Name: name, Queue: "sync", Args: args, Attempt: 1, EnqueuedAt: time.Now(),
-		Origin: m.Origin, Traceparent: m.Traceparent}
-	hctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	start := time.Now()
-	out, err := task.Call(hctx, def.Handler, env)
-	end := time.Now()
-	if err != nil {
-		e := &ExecError{Status: http.StatusUnprocessableEntity, ID: m.ID, Task: name, Code: "handler_error",
-			Msg: err.Error(), ErrorType: task.ErrorType(err), Worker: l.Name}
-		if errors.Is(hctx.Err(), context.DeadlineExceeded) {
-			e.Status, e.Code, e.ErrorType = http.StatusGatewayTimeout, "timeout", "timeout"
-		}
-		return Result{}, e
-	}
-	return Result{ID: m.ID, Task: name, Result: out, Worker: l.Name, StartedAt: start, FinishedAt: end, RuntimeMS: ms(end.Sub(start))}, nil
+	return Result{ID: r.ID, Task: name, Result: r.Result, Worker: r.Worker, StartedAt: r.Started, FinishedAt: r.Finished,
+		RuntimeMS: ms(r.Finished.Sub(r.Started))}, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -196,10 +164,10 @@ func (r ExecRoutes) exec(c echo.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), timeout)
 	defer cancel()
-	m := Meta{ID: ulid.Make().String(), Origin: "api", Traceparent: c.Request().Header.Get("traceparent"),
+	m := wire.ExecMeta{ID: ulid.Make().String(), Traceparent: c.Request().Header.Get("traceparent"),
 		// The worker gives up a little before the caller does, so a slow
 		// handler yields its own timeout error rather than a lost reply.
-		Timeout: timeout - min(timeout/10, 100*time.Millisecond)}
+		Wait: timeout - min(timeout/10, 100*time.Millisecond)}
 	start := time.Now()
 	res, err := r.Exec.Exec(ctx, name, body, m)
 	var ee *ExecError

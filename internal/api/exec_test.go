@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flotilla/flotilla/internal/api"
+	"github.com/flotilla/flotilla/internal/attempt"
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/jet/jettest"
@@ -24,6 +25,7 @@ import (
 	"github.com/flotilla/flotilla/internal/results/resultstest"
 	"github.com/flotilla/flotilla/internal/systasks"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 	"github.com/flotilla/flotilla/internal/worker"
 )
 
@@ -66,7 +68,7 @@ func (b *execBundle) startWorker(t *testing.T, name string) (kill func()) {
 	t.Helper()
 	nc, js := jettest.Connect(t, b.url)
 	w := worker.New(nc, js, b.reg, b.store, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel), worker.Config{
-		Queues: []string{"default"}, Concurrency: 4, Name: name, Sync: true, SyncConcurrency: 8, ShutdownTimeout: 5 * time.Second,
+		Queues: []string{"default"}, Concurrency: 4, Name: name, Sync: true, SyncConcurrency: 8, ShutdownTimeout: 5 * time.Second, Events: true,
 	})
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	done := make(chan error, 1)
@@ -85,7 +87,7 @@ func (b *execBundle) startWorker(t *testing.T, name string) (kill func()) {
 	t.Cleanup(stop)
 	// Ready once its service answers.
 	require.Eventually(t, func() bool {
-		m, err := nc.Request("$SRV.PING."+worker.ServiceName, nil, time.Second)
+		m, err := nc.Request("$SRV.PING."+wire.ServiceName, nil, time.Second)
 		return err == nil && m != nil
 	}, 10*time.Second, 20*time.Millisecond)
 	return func() { nc.Close(); stop() }
@@ -118,6 +120,7 @@ func TestExecStatuses(t *testing.T) {
 	require.Contains(t, r.body["error"], `unknown task "no.such_task"`)
 
 	b.startWorker(t, "w1")
+	events := b.events(t)
 	for _, tc := range []struct {
 		name, path, body string
 		status           int
@@ -159,14 +162,18 @@ func TestExecStatuses(t *testing.T) {
 			require.Less(t, time.Since(start), 5*time.Second)
 		})
 	}
-	// The result is recorded under the task id too.
+	// The result is recorded under the task id too, and the execution's
+	// events are published with origin sync.
 	r = b.call(t, "sys.echo", `{"rec":true}`)
 	require.Equal(t, 200, r.status)
-	id := r.body["id"].(string)
-	require.Eventually(t, func() bool {
-		st, err := b.store.Get(t.Context(), id)
-		return err == nil && st.State == task.StateSuccess && string(st.Result) == `{"rec":true}`
-	}, 5*time.Second, 20*time.Millisecond)
+	st := b.requireRecorded(t, r, task.StateSuccess)
+	require.JSONEq(t, `{"rec":true}`, string(st.Result))
+	require.Equal(t, "w1", st.Worker)
+	events.require(t, r.body["id"].(string), wire.EventStarted, wire.EventSucceeded)
+	r = b.call(t, "sys.fail", `{}`)
+	require.Equal(t, 422, r.status)
+	b.requireRecorded(t, r, task.StateFailure)
+	events.require(t, r.body["id"].(string), wire.EventStarted, wire.EventFailed)
 }
 
 // TestExecSpreadsAcrossWorkers: 3 workers in the queue group, 3,000 calls,
@@ -191,7 +198,7 @@ func TestExecSpreadsAcrossWorkers(t *testing.T) {
 			args := fmt.Sprintf(`{"i":%d}`, i)
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
-			res, err := ex.Exec(ctx, "sys.echo", json.RawMessage(args), api.Meta{ID: fmt.Sprint(i), Origin: "api"})
+			res, err := ex.Exec(ctx, "sys.echo", json.RawMessage(args), wire.ExecMeta{ID: fmt.Sprint(i)})
 			if !assertNoErr(t, err) {
 				return
 			}
@@ -275,18 +282,102 @@ func TestExecConcurrentCallersMatched(t *testing.T) {
 	wg.Wait()
 }
 
-// TestExecLocal runs handlers in the api process (api.exec=local).
+// TestExecLocal runs handlers in the api process (api.exec=local), through
+// the same attempt runner as workers: results recorded, events published.
 func TestExecLocal(t *testing.T) {
 	t.Parallel()
 	b := setupExec(t, func(b *execBundle) api.Executor {
-		return api.Local{Registry: b.reg, Name: "local", Timeout: 5 * time.Second}
+		return api.Local{Registry: b.reg, Runner: attempt.New(attempt.Config{
+			Timeout: 5 * time.Second, Worker: "local", Store: b.store, Events: jet.NewEvents(b.nc, true),
+		}, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel))}
 	})
+	events := b.events(t)
 	r := b.call(t, "sys.echo", `{"x":2}`)
 	require.Equal(t, 200, r.status, r.body)
 	require.Equal(t, "local", r.body["worker"])
-	require.Equal(t, 422, b.call(t, "sys.fail", `{}`).status)
+	ok := b.requireRecorded(t, r, task.StateSuccess)
+	require.JSONEq(t, `{"x":2}`, string(ok.Result))
+	events.require(t, r.body["id"].(string), wire.EventStarted, wire.EventSucceeded)
+
+	r = b.call(t, "sys.fail", `{}`)
+	require.Equal(t, 422, r.status)
+	failed := b.requireRecorded(t, r, task.StateFailure)
+	require.Contains(t, failed.Error, "attempt 1 fails")
+	events.require(t, r.body["id"].(string), wire.EventStarted, wire.EventFailed)
+
 	require.Equal(t, 404, b.call(t, "no.such_task", `{}`).status)
-	require.Equal(t, 504, b.call(t, "sys.sleep?timeout=200ms", `{"ms":3000}`).status)
+	r = b.call(t, "sys.sleep?timeout=200ms", `{"ms":3000}`)
+	require.Equal(t, 504, r.status)
+	b.requireRecorded(t, r, task.StateFailure)
+}
+
+// requireRecorded waits for the state of the execution r answered and
+// checks it.
+func (b *execBundle) requireRecorded(t *testing.T, r execReply, state string) results.State {
+	t.Helper()
+	id, _ := r.body["id"].(string)
+	require.NotEmpty(t, id, r.body)
+	var st results.State
+	require.Eventually(t, func() bool {
+		var err error
+		st, err = b.store.Get(t.Context(), id)
+		return err == nil && st.State == state
+	}, 5*time.Second, 5*time.Millisecond, "state of %s: %+v", id, st)
+	require.Equal(t, wire.SyncQueue, st.Queue)
+	require.Equal(t, 1, st.Attempts)
+	require.NotNil(t, st.EnqueuedAt)
+	require.NotNil(t, st.FinishedAt)
+	return st
+}
+
+// eventLog collects the lifecycle events published on the bundle's server.
+type eventLog struct {
+	mu sync.Mutex
+	by map[string][]wire.Event
+}
+
+func (b *execBundle) events(t *testing.T) *eventLog {
+	t.Helper()
+	l := &eventLog{by: map[string][]wire.Event{}}
+	sub, err := b.nc.Subscribe("events.>", func(m *nats.Msg) {
+		ev, err := wire.DecodeEvent(m.Data)
+		if err != nil || m.Subject != ev.Subject() {
+			t.Errorf("event on %s does not decode to its subject: %v %s", m.Subject, err, m.Data)
+			return
+		}
+		l.mu.Lock()
+		l.by[ev.ID] = append(l.by[ev.ID], ev)
+		l.mu.Unlock()
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, b.nc.Flush())
+	return l
+}
+
+// require waits until task id has exactly the events of kinds, in order,
+// each of a sync execution.
+func (l *eventLog) require(t *testing.T, id string, kinds ...string) {
+	t.Helper()
+	var got []string
+	require.Eventually(t, func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		got = got[:0]
+		for _, ev := range l.by[id] {
+			got = append(got, ev.Kind)
+		}
+		return len(got) >= len(kinds)
+	}, 5*time.Second, 5*time.Millisecond, "events of %s: %v", id, got)
+	require.Equal(t, kinds, got)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ev := range l.by[id] {
+		require.Equal(t, wire.OriginSync, ev.Origin)
+		require.Equal(t, wire.SyncQueue, ev.Queue)
+		require.Equal(t, 1, ev.Attempt)
+		require.NotEmpty(t, ev.Worker)
+	}
 }
 
 // TestExecSlowCallsRunConcurrently: one worker runs several sync requests

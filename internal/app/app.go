@@ -17,10 +17,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/flotilla/flotilla/internal/api"
+	"github.com/flotilla/flotilla/internal/attempt"
 	"github.com/flotilla/flotilla/internal/beat"
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/config"
@@ -31,6 +33,7 @@ import (
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/web"
+	"github.com/flotilla/flotilla/internal/wire"
 	"github.com/flotilla/flotilla/internal/worker"
 )
 
@@ -43,6 +46,9 @@ type Options struct {
 	// Schedules are the periodic tasks declared in code; beat syncs them
 	// into PostgreSQL at start.
 	Schedules []schedule.Schedule
+	// Middleware wraps every handler, outermost first, wherever it runs
+	// (queue workers, sync execution, api.exec=local).
+	Middleware []task.Middleware
 }
 
 // Run runs role ("web", "api", "worker" or "dev") until ctx is done.
@@ -63,7 +69,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		roles = []string{cfg.Role}
 	case config.RoleBeat:
 		roles = []string{cfg.Role}
-		n = Needs{Postgres: true}
+		// Beat records the PENDING state of its fires best effort: it keeps
+		// firing through a Redis outage.
+		n = Needs{Postgres: true, Redis: true, RedisBestEffort: true}
 	default:
 		return fmt.Errorf("role %q cannot run here (want web, api, worker, beat or dev)", cfg.Role)
 	}
@@ -123,7 +131,7 @@ func NewClient(cfg config.Config, c *Conns, reg *task.Registry) *client.Client {
 }
 
 func dedupWindow(c *Conns) time.Duration {
-	if sc, ok := c.Topology.Stream(jet.StreamTasks); ok {
+	if sc, ok := c.Topology.Stream(wire.StreamTasks); ok {
 		return sc.Duplicates
 	}
 	return 0
@@ -147,11 +155,12 @@ func checks(c *Conns, postgres bool) []rest.Check {
 
 func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts Options, log zerolog.Logger) (func(context.Context) error, error) {
 	reg := opts.Registry
+	metrics := rest.NewRegistry()
 	switch role {
 	case config.RoleWeb:
 		wcfg := web.Config{
 			Addr: cfg.Web.Addr, MaxBodyBytes: cfg.Tasks.MaxBodyBytes, ShutdownTimeout: cfg.ShutdownTimeout,
-			Registry: reg, CheckRegistered: cfg.Tasks.CheckRegistered,
+			Registry: reg, CheckRegistered: cfg.Tasks.CheckRegistered, Metrics: metrics,
 		}
 		if c.Pool != nil {
 			wcfg.Schedules = store.New(c.Pool)
@@ -164,9 +173,9 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 		return s.Run, nil
 	case config.RoleAPI:
 		acfg := api.Config{Addr: cfg.API.Addr, MaxBodyBytes: cfg.Tasks.MaxBodyBytes, ShutdownTimeout: cfg.ShutdownTimeout,
-			Exec: Executor(cfg, c, reg), ExecTimeout: cfg.API.ExecTimeout, ExecTimeoutMax: cfg.API.ExecTimeoutMax,
+			Exec: Executor(cfg, c, reg, opts.Middleware, metrics, log), ExecTimeout: cfg.API.ExecTimeout, ExecTimeoutMax: cfg.API.ExecTimeoutMax,
 			Auth: cfg.API.Auth, Redis: c.Redis, Prefix: cfg.Redis.Prefix, SessionTTL: cfg.API.SessionTTL,
-			RateLimit: cfg.API.RateLimit, RateWindow: cfg.API.RateWindow}
+			RateLimit: cfg.API.RateLimit, RateWindow: cfg.API.RateWindow, Metrics: metrics}
 		if c.Pool != nil {
 			acfg.Verify = api.StoreVerifier(store.New(c.Pool))
 		}
@@ -179,41 +188,62 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 				return nil, err
 			}
 		}
-		w := worker.New(c.NC, c.JS, reg, c.Results, log, WorkerConfig(cfg))
-		e := rest.NewEcho(log)
-		rest.MountHealth(e, "worker", checks(c, false), nil)
-		return func(ctx context.Context) error {
-			g, gctx := errgroup.WithContext(ctx)
-			g.Go(func() error { return w.Run(gctx) })
-			g.Go(func() error { return rest.Serve(gctx, e, cfg.Worker.Addr, cfg.ShutdownTimeout) })
-			return g.Wait()
-		}, nil
+		wc := WorkerConfig(cfg)
+		wc.Middleware, wc.Metrics = opts.Middleware, metrics
+		w := worker.New(c.NC, c.JS, reg, c.Results, log, wc)
+		return withHealth(w.Run, "worker", cfg.Worker.Addr, cfg, checks(c, false), nil, metrics, log), nil
 	case config.RoleBeat:
 		code, err := CodeSchedules(reg, opts.Schedules)
 		if err != nil {
 			return nil, err
 		}
-		b := beat.New(c.NC, c.JS, BeatStore(store.New(c.Pool)), BeatConfig(cfg, code), log)
-		e := rest.NewEcho(log)
-		rest.MountHealth(e, "beat", checks(c, true), func() map[string]any {
-			return map[string]any{"leader": b.IsLeader()}
-		})
+		bc := BeatConfig(cfg, code)
+		bc.Metrics = metrics
+		b := beat.New(c.JS, store.New(c.Pool), BeatClient(cfg, c, reg, log), bc, log)
 		log.Info().Str("addr", cfg.Beat.Addr).Int("code_schedules", len(code)).Msg("beat starting")
-		return func(ctx context.Context) error {
-			g, gctx := errgroup.WithContext(ctx)
-			g.Go(func() error { return b.Run(gctx) })
-			g.Go(func() error { return rest.Serve(gctx, e, cfg.Beat.Addr, cfg.ShutdownTimeout) })
-			return g.Wait()
-		}, nil
+		info := func() map[string]any { return map[string]any{"leader": b.IsLeader()} }
+		return withHealth(b.Run, "beat", cfg.Beat.Addr, cfg, checks(c, true), info, metrics, log), nil
 	}
 	return nil, fmt.Errorf("unknown role %q", role)
 }
 
+// withHealth runs run beside an HTTP server on addr with /healthz,
+// /readyz and /metrics: the worker and beat roles, which serve no API.
+func withHealth(run func(context.Context) error, role, addr string, cfg config.Config, cs []rest.Check,
+	info func() map[string]any, metrics prometheus.Gatherer, log zerolog.Logger,
+) func(context.Context) error {
+	e := rest.NewEcho(log)
+	rest.MountHealth(e, role, cs, info, metrics)
+	return func(ctx context.Context) error {
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return run(gctx) })
+		g.Go(func() error { return rest.Serve(gctx, e, addr, cfg.ShutdownTimeout) })
+		return g.Wait()
+	}
+}
+
+// BeatClient is the producer beat fires through: the client of every role,
+// with PENDING states recorded best effort (a failed write is logged at
+// most once a minute and the fires go out anyway).
+func BeatClient(cfg config.Config, c *Conns, reg *task.Registry, log zerolog.Logger) *client.Client {
+	sampled := log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Minute})
+	return client.New(c.NC, c.JS, c.Results, client.Config{
+		Registry: reg, MaxArgsBytes: cfg.Tasks.MaxBodyBytes, Events: cfg.Tasks.Events, IdempotencyTTL: dedupWindow(c),
+		StateErrors: func(err error, n int) {
+			sampled.Warn().Err(err).Int("tasks", n).Msg("PENDING states of fired tasks not recorded in Redis; firing anyway")
+		},
+	})
+}
+
 // Executor returns the api role's sync executor: workers over NATS
-// (api.exec=remote) or handlers in this process (local).
-func Executor(cfg config.Config, c *Conns, reg *task.Registry) api.Executor {
+// (api.exec=remote) or handlers in this process (local) through the same
+// attempt runner as workers use, counted in metrics.
+func Executor(cfg config.Config, c *Conns, reg *task.Registry, mw []task.Middleware, metrics prometheus.Registerer, log zerolog.Logger) api.Executor {
 	if cfg.API.Exec == "local" {
-		return api.Local{Registry: reg, Name: "api-local:" + cfg.Worker.Name, Timeout: cfg.Tasks.Timeout}
+		return api.Local{Registry: reg, Runner: attempt.New(attempt.Config{
+			Middleware: mw, Timeout: cfg.Tasks.Timeout, Grace: cfg.Tasks.TimeoutGrace, Worker: "api-local:" + cfg.Worker.Name,
+			Store: c.Results, Events: jet.NewEvents(c.NC, cfg.Tasks.Events), Metrics: attempt.NewMetrics(metrics),
+		}, log)}
 	}
 	r := api.Remote{NC: c.NC}
 	if cfg.Tasks.CheckRegistered && reg != nil {
@@ -226,7 +256,7 @@ func Executor(cfg config.Config, c *Conns, reg *task.Registry) api.Executor {
 func WorkerConfig(cfg config.Config) worker.Config {
 	return worker.Config{
 		Queues: cfg.Worker.Queues, Concurrency: cfg.Worker.Concurrency, Prefetch: cfg.Worker.Prefetch, Name: cfg.Worker.Name,
-		MaxRetries: cfg.Tasks.MaxRetries, Timeout: cfg.Tasks.Timeout,
+		MaxRetries: cfg.Tasks.MaxRetries, Timeout: cfg.Tasks.Timeout, Grace: cfg.Tasks.TimeoutGrace,
 		Backoff: cfg.Tasks.RetryBackoff, BackoffMax: cfg.Tasks.RetryBackoffMax,
 		AckWait: cfg.NATS.AckWait, Events: cfg.Tasks.Events, ShutdownTimeout: cfg.ShutdownTimeout,
 		Sync: cfg.Worker.Sync, SyncConcurrency: cfg.Worker.SyncConcurrency,
@@ -278,7 +308,7 @@ type operator struct {
 }
 
 func (o operator) Queues(ctx context.Context) ([]jet.QueueInfo, error) { return jet.Queues(ctx, o.js) }
-func (o operator) Dead(ctx context.Context, limit int) ([]jet.DeadLetter, error) {
+func (o operator) Dead(ctx context.Context, limit int) ([]wire.DeadLetter, error) {
 	return jet.ListDead(ctx, o.js, limit)
 }
 func (o operator) Requeue(ctx context.Context, seq uint64) (client.Result, error) {

@@ -23,6 +23,7 @@ import (
 	"github.com/flotilla/flotilla/internal/systasks"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/web"
+	"github.com/flotilla/flotilla/internal/wire"
 	"github.com/flotilla/flotilla/internal/worker"
 )
 
@@ -112,7 +113,7 @@ func TestEndToEndOverHTTP(t *testing.T) {
 		require.NotNil(t, st.FinishedAt)
 		require.NotEmpty(t, st.Worker)
 	}
-	s, err := c.JS.Stream(t.Context(), jet.StreamTasks)
+	s, err := c.JS.Stream(t.Context(), wire.StreamTasks)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		info, err := s.Info(t.Context())

@@ -1,50 +1,14 @@
 package app
 
 import (
-	"context"
 	"errors"
 	"fmt"
 
 	"github.com/flotilla/flotilla/internal/beat"
 	"github.com/flotilla/flotilla/internal/config"
 	"github.com/flotilla/flotilla/internal/schedule"
-	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
 )
-
-// beatStore adapts store.Store to what beat needs.
-type beatStore struct{ s *store.Store }
-
-func (b beatStore) List(ctx context.Context) ([]schedule.Schedule, error) {
-	return b.s.ScheduleList(ctx)
-}
-
-func (b beatStore) Get(ctx context.Context, name string) (schedule.Schedule, bool, error) {
-	sc, err := b.s.ScheduleGet(ctx, name)
-	if errors.Is(err, store.ErrNotFound) {
-		return sc, false, nil
-	}
-	return sc, err == nil, err
-}
-
-func (b beatStore) SyncCode(ctx context.Context, scs []schedule.Schedule) error {
-	return b.s.ScheduleSyncCode(ctx, scs)
-}
-
-func (b beatStore) RecordRuns(ctx context.Context, runs []beat.Run) error {
-	rs := make([]store.Run, len(runs))
-	for i, r := range runs {
-		rs[i] = store.Run{Name: r.Name, FiredAt: r.FiredAt, Count: r.Count}
-	}
-	return b.s.ScheduleRecordRuns(ctx, rs)
-}
-
-func (b beatStore) Listen(ctx context.Context, fn func(string)) error {
-	return b.s.ScheduleListen(ctx, fn)
-}
-
-// BeatStore adapts a store for beat.
-func BeatStore(s *store.Store) beat.Store { return beatStore{s} }
 
 // BeatConfig derives the scheduler's settings from cfg.
 func BeatConfig(cfg config.Config, code []schedule.Schedule) beat.Config {

@@ -23,6 +23,9 @@ import (
 type Needs struct {
 	Postgres bool
 	Redis    bool
+	// RedisBestEffort: an unreachable Redis at start is not an error; the
+	// client reconnects on its own.
+	RedisBestEffort bool
 	// ResultErrors hears about state writes that failed with nobody waiting.
 	ResultErrors func(err error, n int)
 	// embed starts an in-process NATS server when nats.url is empty (dev).
@@ -77,6 +80,9 @@ func Open(ctx context.Context, cfg config.Config, n Needs) (_ *Conns, err error)
 	}
 	if n.Redis {
 		c.Redis, err = results.Open(ctx, cfg.Redis.URL)
+		if err != nil && n.RedisBestEffort {
+			c.Redis, err = results.Dial(cfg.Redis.URL)
+		}
 		if err != nil {
 			return c, err
 		}

@@ -109,6 +109,35 @@ func TestDevRunsEveryRole(t *testing.T) {
 	var health map[string]any
 	require.Equal(t, 200, get(t, "http://"+cfg.Beat.Addr+"/healthz", &health))
 	require.Equal(t, true, health["leader"])
+
+	// Each role serves its own metrics, even in one process: web and api
+	// count their HTTP requests and show nothing of beat's; beat shows its
+	// own; the worker shows task metrics.
+	webMetrics := metricsText(t, web)
+	require.NotContains(t, webMetrics, "flotilla_beat_")
+	require.NotContains(t, webMetrics, "flotilla_tasks_total")
+	require.Contains(t, webMetrics, `flotilla_http_requests_total{method="POST",route="/api/v1/tasks",status="202"} 1`)
+	require.Contains(t, webMetrics, `flotilla_http_request_duration_seconds_count{method="GET",route="/api/v1/tasks/:id"}`)
+	apiMetrics := metricsText(t, api)
+	require.NotContains(t, apiMetrics, "flotilla_beat_")
+	require.Contains(t, apiMetrics, `flotilla_http_requests_total{method="POST",route="/api/v1/exec/:task",status="200"}`)
+	beatMetrics := metricsText(t, "http://"+cfg.Beat.Addr)
+	require.Contains(t, beatMetrics, "flotilla_beat_leader 1")
+	require.NotContains(t, beatMetrics, "flotilla_http_requests_total")
+	workerMetrics := metricsText(t, "http://"+cfg.Worker.Addr)
+	require.Contains(t, workerMetrics, `flotilla_tasks_total{outcome="success",queue="default",task="sys.echo"} 1`)
+	require.NotContains(t, workerMetrics, "flotilla_beat_")
+}
+
+func metricsText(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(b)
 }
 
 func post(t *testing.T, u, body string, want int, out any) int {

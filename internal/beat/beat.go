@@ -1,10 +1,12 @@
 // Package beat is the periodic scheduler: it syncs schedules declared in
 // code into PostgreSQL, keeps every enabled schedule in a heap of next fire
 // times, and — only while it holds the lease in the flotilla_beat bucket —
-// publishes each due tick to TASKS with Nats-Msg-Id beat:<schedule>:<unix>,
-// identical on every replica, so overlapping leaders cannot fire a tick twice
-// within the stream's duplicate window. Bookkeeping (last run, run count) is
-// written to PostgreSQL in batches and survives a database outage in memory.
+// enqueues each due tick through the one producer path (package client:
+// PENDING state, "sent" event, size checks) with Nats-Msg-Id
+// beat:<schedule>:<unix>, identical on every replica, so overlapping leaders
+// cannot fire a tick twice within the stream's duplicate window.
+// Bookkeeping (last run, run count) is written to PostgreSQL in batches and
+// survives a database outage in memory.
 package beat
 
 import (
@@ -15,40 +17,38 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/flotilla/flotilla/internal/jet"
+	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/schedule"
-	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/store"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
-// Run is the bookkeeping of one schedule: its latest fire and its absolute
-// run count (counted on from the value loaded from the database), so that
-// writing it twice — after a lost commit acknowledgement — changes nothing.
-type Run struct {
-	Name    string
-	FiredAt time.Time
-	Count   int64
+// Store is what beat needs from PostgreSQL (implemented by [store.Store]).
+type Store interface {
+	// ScheduleList returns every schedule.
+	ScheduleList(ctx context.Context) ([]schedule.Schedule, error)
+	// ScheduleGet returns one schedule, or an error matching store.ErrNotFound.
+	ScheduleGet(ctx context.Context, name string) (schedule.Schedule, error)
+	// ScheduleSyncCode upserts the schedules declared in code.
+	ScheduleSyncCode(ctx context.Context, scs []schedule.Schedule) error
+	// ScheduleRecordRuns moves last_run_at and run_count forward to the
+	// runs' values (never back; one-offs disable).
+	ScheduleRecordRuns(ctx context.Context, runs []schedule.Run) error
+	// ScheduleListen calls fn(name) for each change notification, fn("")
+	// after a reconnect; it blocks until ctx ends.
+	ScheduleListen(ctx context.Context, fn func(name string)) error
 }
 
-// Store is what beat needs from PostgreSQL.
-type Store interface {
-	// List returns every schedule.
-	List(ctx context.Context) ([]schedule.Schedule, error)
-	// Get returns one schedule; found is false when it does not exist.
-	Get(ctx context.Context, name string) (s schedule.Schedule, found bool, err error)
-	// SyncCode upserts the schedules declared in code.
-	SyncCode(ctx context.Context, scs []schedule.Schedule) error
-	// RecordRuns moves last_run_at and run_count forward to the runs' values
-	// (never back; one-offs disable).
-	RecordRuns(ctx context.Context, runs []Run) error
-	// Listen calls fn(name) for each change notification, fn("") after a
-	// reconnect; it blocks until ctx ends.
-	Listen(ctx context.Context, fn func(name string)) error
+// Producer is what beat needs from the client: validate a fire and send a
+// batch of them asynchronously (see [client.Client.Send]).
+type Producer interface {
+	Prepare(r client.Request) (*client.Prepared, error)
+	Send(ctx context.Context, ps []*client.Prepared) ([]*client.Future, error)
 }
 
 // Publish modes.
@@ -79,23 +79,28 @@ type Config struct {
 	// Observe, when set, is called for every fire once the server acked it
 	// (or failed), with its due time; the benchmark measures lag with it.
 	Observe func(name string, due, acked time.Time, err error)
+	// Metrics registers beat's metrics; nil = a private registry.
+	Metrics prometheus.Registerer
 }
 
 // Scheduler is the beat role's engine.
 type Scheduler struct {
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	store Store
-	cfg   Config
-	log   zerolog.Logger
-	el    *Elector
+	js      jetstream.JetStream
+	store   Store
+	prod    Producer
+	cfg     Config
+	log     zerolog.Logger
+	el      *Elector
+	metrics *metrics
 
 	notify chan string
 
+	// mu guards the heap and the bookkeeping; it is never held across
+	// network I/O.
 	mu      sync.Mutex
 	entries map[string]*entry
 	h       fireHeap
-	runs    map[string]*Run // pending bookkeeping
+	runs    map[string]*schedule.Run // pending bookkeeping
 	dbDown  bool
 
 	pipe chan pending
@@ -109,14 +114,21 @@ type entry struct {
 	index int // in heap; -1 when not queued
 }
 
+// fire is one due tick of a schedule, copied out from under the mutex.
+type fire struct {
+	name, task, queue string
+	args              []byte
+	at                time.Time
+}
+
 type pending struct {
-	fut  jetstream.PubAckFuture
+	fut  *client.Future
 	name string
 	at   time.Time
 }
 
-// New returns a scheduler.
-func New(nc *nats.Conn, js jetstream.JetStream, store Store, cfg Config, log zerolog.Logger) *Scheduler {
+// New returns a scheduler that enqueues through prod.
+func New(js jetstream.JetStream, store Store, prod Producer, cfg Config, log zerolog.Logger) *Scheduler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -137,14 +149,18 @@ func New(nc *nats.Conn, js jetstream.JetStream, store Store, cfg Config, log zer
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = 4096
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	m := newMetrics(cfg.Metrics)
 	s := &Scheduler{
-		nc: nc, js: js, store: store, cfg: cfg, log: log,
+		js: js, store: store, prod: prod, cfg: cfg, log: log, metrics: m,
 		notify:  make(chan string, 1024),
 		entries: map[string]*entry{},
-		runs:    map[string]*Run{},
+		runs:    map[string]*schedule.Run{},
 		pipe:    make(chan pending, cfg.MaxPending),
 	}
-	s.el = NewElector(js, cfg.Elector, log)
+	s.el = NewElector(js, cfg.Elector, m, log)
 	return s
 }
 
@@ -154,13 +170,13 @@ func (s *Scheduler) IsLeader() bool { return s.el.IsLeader() }
 // CheckDedupWindow refuses to lead when TASKS' duplicate window does not
 // exceed the lease TTL plus grace: overlapping leaders could then double-fire.
 func CheckDedupWindow(ctx context.Context, js jetstream.JetStream, ttl, grace time.Duration) error {
-	st, err := js.Stream(ctx, jet.StreamTasks)
+	st, err := js.Stream(ctx, wire.StreamTasks)
 	if err != nil {
-		return fmt.Errorf("beat: stream %s: %w", jet.StreamTasks, err)
+		return fmt.Errorf("beat: stream %s: %w", wire.StreamTasks, err)
 	}
 	w := st.CachedInfo().Config.Duplicates
 	if need := ttl + grace; w <= need {
-		return fmt.Errorf("beat: the %s duplicate window (%s) must exceed the lease TTL plus grace (%s + %s); raise duplicate_window in streams/tasks.stream.json or lower the lease TTL — refusing to lead", jet.StreamTasks, w, ttl, grace)
+		return fmt.Errorf("beat: the %s duplicate window (%s) must exceed the lease TTL plus grace (%s + %s); raise duplicate_window in streams/tasks.stream.json or lower the lease TTL — refusing to lead", wire.StreamTasks, w, ttl, grace)
 	}
 	return nil
 }
@@ -171,14 +187,14 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		return err
 	}
 	if len(s.cfg.Code) > 0 {
-		if err := s.store.SyncCode(ctx, s.cfg.Code); err != nil {
+		if err := s.store.ScheduleSyncCode(ctx, s.cfg.Code); err != nil {
 			s.log.Warn().Err(err).Msg("sync code schedules (will retry on resync)")
 		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.el.Run(gctx) })
 	g.Go(func() error {
-		return s.store.Listen(gctx, func(name string) {
+		return s.store.ScheduleListen(gctx, func(name string) {
 			select {
 			case s.notify <- name:
 			default: // full: a resync picks everything up
@@ -208,49 +224,8 @@ func (s *Scheduler) loop(ctx context.Context) error {
 	sideCtx, stopSide := context.WithCancel(ctx)
 	defer func() { stopSide(); side.Wait() }()
 	side.Add(2)
-	go func() {
-		defer side.Done()
-		t := time.NewTicker(s.cfg.Resync)
-		defer t.Stop()
-		for {
-			select {
-			case <-sideCtx.Done():
-				return
-			case <-t.C:
-			case <-resyncNow:
-			}
-			if len(s.cfg.Code) > 0 {
-				_ = s.store.SyncCode(sideCtx, s.cfg.Code)
-			}
-			list, err := s.store.List(sideCtx)
-			if err != nil {
-				if sideCtx.Err() == nil {
-					s.dbError(err, "load schedules")
-				}
-				continue
-			}
-			s.dbOK()
-			select {
-			case lists <- list:
-			case <-sideCtx.Done():
-				return
-			}
-		}
-	}()
-	go func() {
-		defer side.Done()
-		t := time.NewTicker(s.cfg.Flush)
-		defer t.Stop()
-		for {
-			select {
-			case <-sideCtx.Done():
-				s.flushRuns(context.WithoutCancel(ctx))
-				return
-			case <-t.C:
-				s.flushRuns(sideCtx)
-			}
-		}
-	}()
+	go func() { defer side.Done(); s.resyncLoop(sideCtx, lists, resyncNow) }()
+	go func() { defer side.Done(); s.flushLoop(sideCtx) }()
 	changes := s.el.Changes()
 	for {
 		wait := time.Hour
@@ -274,7 +249,7 @@ func (s *Scheduler) loop(ctx context.Context) error {
 			}
 			if leading {
 				s.reloadAll(ctx)
-				s.catchUp(ctx)
+				s.publish(ctx, s.catchUp())
 			}
 		case name := <-s.notify:
 			if name == "" {
@@ -288,7 +263,7 @@ func (s *Scheduler) loop(ctx context.Context) error {
 		case list := <-lists:
 			s.apply(list)
 		case <-timer.C:
-			s.fireDue(ctx)
+			s.publish(ctx, s.due())
 		}
 		if !timer.Stop() {
 			select {
@@ -299,10 +274,57 @@ func (s *Scheduler) loop(ctx context.Context) error {
 	}
 }
 
+// resyncLoop reads every schedule each Resync period (or when asked on
+// now) and hands the list to the firing loop on lists.
+func (s *Scheduler) resyncLoop(ctx context.Context, lists chan<- []schedule.Schedule, now <-chan struct{}) {
+	t := time.NewTicker(s.cfg.Resync)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-now:
+		}
+		if len(s.cfg.Code) > 0 {
+			_ = s.store.ScheduleSyncCode(ctx, s.cfg.Code)
+		}
+		list, err := s.store.ScheduleList(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.dbError(err, "load schedules")
+			}
+			continue
+		}
+		s.dbOK()
+		select {
+		case lists <- list:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// flushLoop writes the pending bookkeeping every Flush period, and once
+// more when ctx ends.
+func (s *Scheduler) flushLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Flush)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.flushRuns(context.WithoutCancel(ctx))
+			return
+		case <-t.C:
+			s.flushRuns(ctx)
+		}
+	}
+}
+
 // reloadAll reads every schedule and diffs it into the heap. A database
 // error keeps what is loaded.
 func (s *Scheduler) reloadAll(ctx context.Context) {
-	list, err := s.store.List(ctx)
+	list, err := s.store.ScheduleList(ctx)
 	if err != nil {
 		s.dbError(err, "load schedules")
 		return
@@ -325,11 +347,15 @@ func (s *Scheduler) apply(list []schedule.Schedule) {
 			s.removeLocked(name)
 		}
 	}
-	schedulesGauge.Set(float64(len(s.entries)))
+	s.metrics.schedules.Set(float64(len(s.entries)))
 }
 
 func (s *Scheduler) reload(ctx context.Context, name string) {
-	sc, found, err := s.store.Get(ctx, name)
+	sc, err := s.store.ScheduleGet(ctx, name)
+	found := err == nil
+	if errors.Is(err, store.ErrNotFound) {
+		err = nil
+	}
 	if err != nil {
 		s.dbError(err, "load schedule "+name)
 		return
@@ -342,7 +368,7 @@ func (s *Scheduler) reload(ctx context.Context, name string) {
 	} else {
 		s.upsertLocked(sc)
 	}
-	schedulesGauge.Set(float64(len(s.entries)))
+	s.metrics.schedules.Set(float64(len(s.entries)))
 }
 
 func (s *Scheduler) upsertLocked(sc schedule.Schedule) {
@@ -421,17 +447,18 @@ func (s *Scheduler) removeLocked(name string) {
 
 // catchUp runs when this replica becomes leader: every schedule's ticks
 // since its last recorded fire are due, per its misfire policy.
-func (s *Scheduler) catchUp(ctx context.Context) {
+func (s *Scheduler) catchUp() []fire {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var fires []fire
 	for name, e := range s.entries {
+		if !s.el.IsLeader() {
+			break
+		}
 		due := e.c.Due(e.last, now, s.cfg.Grace)
 		for _, at := range due {
-			if !s.el.IsLeader() {
-				return
-			}
-			s.publishLocked(ctx, e, at)
+			fires = append(fires, s.firedLocked(e, at))
 		}
 		if e.c.S.OneOff && len(due) > 0 {
 			s.removeLocked(name)
@@ -449,20 +476,22 @@ func (s *Scheduler) catchUp(ctx context.Context) {
 		e.next = next
 		heap.Fix(&s.h, e.index)
 	}
+	return fires
 }
 
-// fireDue publishes every tick that is due, as long as the lease holds.
-func (s *Scheduler) fireDue(ctx context.Context) {
+// due takes every tick that is due off the heap, as long as the lease holds.
+func (s *Scheduler) due() []fire {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var fires []fire
 	for len(s.h) > 0 && !s.h[0].next.After(now) {
 		if !s.el.IsLeader() {
-			return // a leader that cannot vouch for its lease stops at once
+			break // a leader that cannot vouch for its lease stops at once
 		}
 		e := s.h[0]
 		at := e.next
-		s.publishLocked(ctx, e, at)
+		fires = append(fires, s.firedLocked(e, at))
 		if e.c.S.OneOff {
 			s.removeLocked(e.c.S.Name)
 			continue
@@ -475,37 +504,69 @@ func (s *Scheduler) fireDue(ctx context.Context) {
 		e.next = next
 		heap.Fix(&s.h, 0)
 	}
+	return fires
 }
 
-func (s *Scheduler) publishLocked(ctx context.Context, e *entry, at time.Time) {
-	sc := e.c.S
-	env := &task.Envelope{
-		ID: ulid.Make().String(), Name: sc.Task, Queue: sc.Queue, Args: sc.Args,
-		MaxRetries: -1, EnqueuedAt: s.cfg.Now(), Origin: "beat/" + sc.Name,
-	}
-	msg := jet.NewTaskMsg(jet.TaskSubject(sc.Queue, sc.Task), env, schedule.MsgID(sc.Name, at), "")
-	fireLag.Observe(s.cfg.Now().Sub(at).Seconds())
-	if s.cfg.PublishMode == PublishInline {
-		ack, err := s.js.PublishMsg(ctx, msg)
-		s.done(sc.Name, at, ack, err)
-	} else {
-		fut, err := s.js.PublishMsgAsync(msg)
-		if err != nil {
-			s.done(sc.Name, at, nil, err)
-		} else {
-			s.pipe <- pending{fut: fut, name: sc.Name, at: at}
-		}
-	}
+// firedLocked books a fire of e at at and returns it for publishing.
+func (s *Scheduler) firedLocked(e *entry, at time.Time) fire {
 	if at.After(e.last) {
 		e.last = at
 	}
 	e.runs++
-	s.noteRunLocked(Run{Name: sc.Name, FiredAt: at, Count: e.runs})
+	s.noteRunLocked(schedule.Run{Name: e.c.S.Name, FiredAt: at, Count: e.runs})
+	sc := &e.c.S
+	return fire{name: sc.Name, task: sc.Task, queue: sc.Queue, args: sc.Args, at: at}
+}
+
+// publish enqueues fires through the producer: one Redis round trip for
+// their PENDING states, then asynchronous publishes whose acknowledgements
+// collect checks (PublishInline waits for each instead). It runs without
+// the mutex.
+func (s *Scheduler) publish(ctx context.Context, fires []fire) {
+	if len(fires) == 0 {
+		return
+	}
+	ps := make([]*client.Prepared, 0, len(fires))
+	ok := fires[:0:0]
+	now := s.cfg.Now()
+	for _, f := range fires {
+		s.metrics.lag.Observe(now.Sub(f.at).Seconds())
+		p, err := s.prod.Prepare(client.Request{
+			Task: f.task, Queue: f.queue, Args: f.args,
+			MsgID: wire.BeatMsgID(f.name, f.at), Origin: wire.OriginBeat(f.name),
+		})
+		if err != nil {
+			s.done(f.name, f.at, false, err)
+			continue
+		}
+		ps = append(ps, p)
+		ok = append(ok, f)
+	}
+	futs, err := s.prod.Send(ctx, ps)
+	if err != nil {
+		for _, f := range ok {
+			s.done(f.name, f.at, false, err)
+		}
+		return
+	}
+	for i, fut := range futs {
+		p := pending{fut: fut, name: ok[i].name, at: ok[i].at}
+		if s.cfg.PublishMode == PublishInline {
+			res, err := fut.Wait(ctx)
+			s.done(p.name, p.at, res.Duplicate, err)
+			continue
+		}
+		select {
+		case s.pipe <- p:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // noteRunLocked merges r into the bookkeeping waiting for the next flush;
 // both fields only move forward.
-func (s *Scheduler) noteRunLocked(r Run) {
+func (s *Scheduler) noteRunLocked(r schedule.Run) {
 	p := s.runs[r.Name]
 	if p == nil {
 		s.runs[r.Name] = &r
@@ -517,43 +578,34 @@ func (s *Scheduler) noteRunLocked(r Run) {
 	}
 }
 
-// collect checks async publish acks.
+// collect waits for the acknowledgements of asynchronous fires, in order.
 func (s *Scheduler) collect(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case p := <-s.pipe:
-			select {
-			case ack := <-p.fut.Ok():
-				s.done(p.name, p.at, ack, nil)
-			case err := <-p.fut.Err():
-				// Retry once synchronously with the same Msg-Id: safe, the
-				// server deduplicates.
-				ack, err2 := s.js.PublishMsg(ctx, p.fut.Msg())
-				if err2 != nil {
-					err2 = errors.Join(err, err2)
-				}
-				s.done(p.name, p.at, ack, err2)
-			case <-ctx.Done():
+			res, err := p.fut.Wait(ctx)
+			if ctx.Err() != nil {
 				return
 			}
+			s.done(p.name, p.at, res.Duplicate, err)
 		}
 	}
 }
 
-func (s *Scheduler) done(name string, at time.Time, ack *jetstream.PubAck, err error) {
+func (s *Scheduler) done(name string, at time.Time, duplicate bool, err error) {
 	if s.cfg.Observe != nil {
 		s.cfg.Observe(name, at, s.cfg.Now(), err)
 	}
 	switch {
 	case err != nil:
-		fires.WithLabelValues("error").Inc()
+		s.metrics.fires.WithLabelValues("error").Inc()
 		s.log.Error().Err(err).Str("schedule", name).Time("fire_at", at).Msg("publish fire")
-	case ack != nil && ack.Duplicate:
-		fires.WithLabelValues("duplicate").Inc()
+	case duplicate:
+		s.metrics.fires.WithLabelValues("duplicate").Inc()
 	default:
-		fires.WithLabelValues("ok").Inc()
+		s.metrics.fires.WithLabelValues("ok").Inc()
 	}
 }
 
@@ -563,13 +615,13 @@ func (s *Scheduler) flushRuns(ctx context.Context) {
 		s.mu.Unlock()
 		return
 	}
-	batch := make([]Run, 0, len(s.runs))
+	batch := make([]schedule.Run, 0, len(s.runs))
 	for _, r := range s.runs {
 		batch = append(batch, *r)
 	}
-	s.runs = map[string]*Run{}
+	s.runs = map[string]*schedule.Run{}
 	s.mu.Unlock()
-	if err := s.store.RecordRuns(ctx, batch); err != nil {
+	if err := s.store.ScheduleRecordRuns(ctx, batch); err != nil {
 		s.dbError(err, "record runs")
 		// Keep them for the next flush, merged with newer fires.
 		s.mu.Lock()

@@ -20,14 +20,17 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"github.com/flotilla/flotilla/internal/app"
 	"github.com/flotilla/flotilla/internal/beat"
+	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/jet/jettest"
+	"github.com/flotilla/flotilla/internal/results"
+	"github.com/flotilla/flotilla/internal/results/resultstest"
 	"github.com/flotilla/flotilla/internal/schedule"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/store/storetest"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 type bundle struct {
@@ -35,6 +38,7 @@ type bundle struct {
 	js      jetstream.JetStream
 	pgURL   string
 	st      *store.Store
+	results *results.Store
 }
 
 func setup(t *testing.T) *bundle {
@@ -47,6 +51,9 @@ func setup(t *testing.T) *bundle {
 	require.NoError(t, jet.ApplyStreams(t.Context(), b.js, topo))
 	b.pgURL = storetest.SchemaURL(t)
 	b.st = store.New(pool(t, b.pgURL))
+	rdb, prefix := resultstest.Client(t)
+	b.results = results.New(rdb, results.Config{Prefix: prefix, TTL: time.Hour})
+	t.Cleanup(b.results.Close)
 	return b
 }
 
@@ -76,10 +83,13 @@ func (b *bundle) start(t *testing.T, id string, cfg beat.Config, st beat.Store) 
 	t.Helper()
 	nc, js := jettest.Connect(t, b.natsURL)
 	if st == nil {
-		st = app.BeatStore(store.New(pool(t, b.pgURL)))
+		st = store.New(pool(t, b.pgURL))
 	}
 	cfg.Elector.ID = id
-	s := beat.New(nc, js, st, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Str("replica", id).Logger())
+	// Fires go through the producer of every role: PENDING states in the
+	// bundle's Redis prefix, "sent" events.
+	prod := client.New(nc, js, b.results, client.Config{Events: true})
+	s := beat.New(js, st, prod, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Str("replica", id).Logger())
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -117,7 +127,7 @@ func (b *bundle) create(t *testing.T, sc schedule.Schedule) {
 // fires returns the Msg-Ids in TASKS, in stream order.
 func (b *bundle) fires(t *testing.T) []string {
 	t.Helper()
-	s, err := b.js.Stream(t.Context(), jet.StreamTasks)
+	s, err := b.js.Stream(t.Context(), wire.StreamTasks)
 	require.NoError(t, err)
 	info, err := s.Info(t.Context())
 	require.NoError(t, err)
@@ -130,7 +140,7 @@ func (b *bundle) fires(t *testing.T) []string {
 			continue
 		}
 		require.NoError(t, err)
-		ids = append(ids, m.Header.Get(task.HeaderMsgID))
+		ids = append(ids, m.Header.Get(wire.HeaderMsgID))
 	}
 	return ids
 }
@@ -214,6 +224,56 @@ func waitUntil(t time.Time) {
 	}
 }
 
+// TestFiresGoThroughProducer: a fired task is enqueued like any other —
+// PENDING with enqueued_at in Redis before a worker takes it (nothing
+// consumes here), a "sent" event, the task headers with the schedule's
+// origin and its Msg-Id.
+func TestFiresGoThroughProducer(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	nc, _ := jettest.Connect(t, b.natsURL)
+	sent := make(chan wire.Event, 16)
+	sub, err := nc.Subscribe("events.sent.>", func(m *nats.Msg) {
+		ev, err := wire.DecodeEvent(m.Data)
+		require.NoError(t, err)
+		sent <- ev
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, nc.Flush())
+
+	r := b.start(t, "r0", fastConfig(), nil)
+	require.Eventually(t, r.s.IsLeader, 10*time.Second, 10*time.Millisecond)
+	b.create(t, schedule.Schedule{Name: "prod", Task: "sys.echo", Queue: "default", Args: []byte(`{"a":1}`), Interval: schedule.Duration(time.Second)})
+
+	var ev wire.Event
+	select {
+	case ev = <-sent:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no sent event for the fire")
+	}
+	require.Equal(t, wire.OriginBeat("prod"), ev.Origin)
+	require.Equal(t, "sys.echo", ev.Task)
+	require.Equal(t, "default", ev.Queue)
+
+	st, err := b.results.Get(t.Context(), ev.ID)
+	require.NoError(t, err)
+	require.Equal(t, task.StatePending, st.State)
+	require.NotNil(t, st.EnqueuedAt)
+	require.WithinDuration(t, ev.Time, *st.EnqueuedAt, time.Millisecond)
+
+	s, err := b.js.Stream(t.Context(), wire.StreamTasks)
+	require.NoError(t, err)
+	m, err := s.GetLastMsgForSubject(t.Context(), wire.TaskSubject("default", "sys.echo"))
+	require.NoError(t, err)
+	env, err := wire.DecodeTask(m.Subject, m.Header, m.Data)
+	require.NoError(t, err)
+	require.Equal(t, wire.OriginBeat("prod"), env.Origin)
+	require.False(t, env.EnqueuedAt.IsZero())
+	require.True(t, strings.HasPrefix(m.Header.Get(wire.HeaderMsgID), "beat:prod:"))
+	require.JSONEq(t, `{"a":1}`, string(m.Data))
+}
+
 // TestRuntimeChangesHonoured: add, change, disable and delete a schedule
 // while the leader runs; each takes effect without a restart.
 func TestRuntimeChangesHonoured(t *testing.T) {
@@ -289,7 +349,7 @@ func TestMisfirePolicies(t *testing.T) {
 			Name: p.name, Task: "sys.ping", Cron: "* * * * *", Misfire: p.misfire, CatchUpMax: p.max, Enabled: true,
 		})
 		require.NoError(t, err)
-		require.NoError(t, b.st.ScheduleRecordRuns(t.Context(), []store.Run{{Name: p.name, FiredAt: last, Count: 1}}))
+		require.NoError(t, b.st.ScheduleRecordRuns(t.Context(), []schedule.Run{{Name: p.name, FiredAt: last, Count: 1}}))
 	}
 	cfg := fastConfig()
 	cfg.Now = func() time.Time { return now }
@@ -336,7 +396,7 @@ func TestPostgresOutage(t *testing.T) {
 	b.create(t, schedule.Schedule{Name: "steady", Task: "sys.ping", Interval: schedule.Duration(time.Second)})
 	px := newProxy(t, b.pgURL)
 	cfg := fastConfig()
-	r := b.start(t, "r0", cfg, app.BeatStore(store.New(pool(t, px.url))))
+	r := b.start(t, "r0", cfg, store.New(pool(t, px.url)))
 	require.Eventually(t, r.s.IsLeader, 10*time.Second, 10*time.Millisecond)
 	require.Eventually(t, func() bool { return len(b.firesOf(t, "steady")) >= 2 }, 5*time.Second, 50*time.Millisecond)
 

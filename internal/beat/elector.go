@@ -9,12 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-)
 
-// Bucket and key of the beat leader lease.
-const (
-	LeaseBucket = "flotilla_beat"
-	LeaseKey    = "leader"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // ElectorConfig configures leader election.
@@ -61,22 +57,22 @@ func (c *ElectorConfig) defaults() {
 // lease is taken with Create and renewed with Update(rev); a failed renewal
 // ends leadership at once.
 type Elector struct {
-	js  jetstream.JetStream
-	cfg ElectorConfig
-	log zerolog.Logger
+	js      jetstream.JetStream
+	cfg     ElectorConfig
+	log     zerolog.Logger
+	metrics *metrics
 
-	mu       sync.Mutex
-	leading  bool
-	until    time.Time // trust the lease until then
-	rev      uint64
-	changes  chan bool
-	onChange func(leader bool)
+	mu      sync.Mutex
+	leading bool
+	until   time.Time // trust the lease until then
+	rev     uint64
+	changes chan bool
 }
 
 // NewElector returns an elector; Run it.
-func NewElector(js jetstream.JetStream, cfg ElectorConfig, log zerolog.Logger) *Elector {
+func NewElector(js jetstream.JetStream, cfg ElectorConfig, m *metrics, log zerolog.Logger) *Elector {
 	cfg.defaults()
-	return &Elector{js: js, cfg: cfg, log: log, changes: make(chan bool, 16)}
+	return &Elector{js: js, cfg: cfg, log: log, metrics: m, changes: make(chan bool, 16)}
 }
 
 // Changes delivers true when this replica becomes leader and false when it
@@ -94,11 +90,11 @@ func (e *Elector) IsLeader() bool {
 // Bucket creates or updates the lease bucket.
 func Bucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: LeaseBucket, Description: "Flotilla beat leader lease", History: 1,
+		Bucket: wire.LeaseBucket, Description: "Flotilla beat leader lease", History: 1,
 		TTL: ttl, Replicas: replicas, Storage: jetstream.FileStorage,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("lease bucket %s: %w", LeaseBucket, err)
+		return nil, fmt.Errorf("lease bucket %s: %w", wire.LeaseBucket, err)
 	}
 	return kv, nil
 }
@@ -144,7 +140,7 @@ func (e *Elector) campaign(ctx context.Context, kv jetstream.KeyValue) {
 	start := e.cfg.Now()
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.Renew)
 	defer cancel()
-	rev, err := kv.Create(cctx, LeaseKey, []byte(e.cfg.ID))
+	rev, err := kv.Create(cctx, wire.LeaseKey, []byte(e.cfg.ID))
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyExists) && ctx.Err() == nil {
 			e.log.Debug().Err(err).Msg("campaign")
@@ -161,7 +157,7 @@ func (e *Elector) renew(ctx context.Context, kv jetstream.KeyValue) {
 	e.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.Renew)
 	defer cancel()
-	nrev, err := kv.Update(cctx, LeaseKey, []byte(e.cfg.ID), rev)
+	nrev, err := kv.Update(cctx, wire.LeaseKey, []byte(e.cfg.ID), rev)
 	if err != nil {
 		if ctx.Err() == nil {
 			e.log.Warn().Err(err).Msg("lease renewal failed: no longer leader")
@@ -184,8 +180,8 @@ func (e *Elector) set(leading bool, rev uint64, renewedAt time.Time) {
 	}
 	e.mu.Unlock()
 	if changed {
-		leadershipGauge.Set(b2f(leading))
-		leadershipChanges.Inc()
+		e.metrics.leader.Set(b2f(leading))
+		e.metrics.changes.Inc()
 		if leading {
 			e.log.Info().Str("id", e.cfg.ID).Msg("beat leadership acquired")
 		} else {
@@ -204,7 +200,7 @@ func (e *Elector) resign(kv jetstream.KeyValue) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := kv.Delete(ctx, LeaseKey, jetstream.LastRevision(rev)); err != nil {
+	if err := kv.Delete(ctx, wire.LeaseKey, jetstream.LastRevision(rev)); err != nil {
 		e.log.Warn().Err(err).Msg("resign")
 	}
 	e.set(false, 0, time.Time{})
@@ -212,14 +208,14 @@ func (e *Elector) resign(kv jetstream.KeyValue) {
 
 // Leader returns the id in the lease, or "" when nobody leads.
 func Leader(ctx context.Context, js jetstream.JetStream) (string, error) {
-	kv, err := js.KeyValue(ctx, LeaseBucket)
+	kv, err := js.KeyValue(ctx, wire.LeaseBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return "", nil
 	}
 	if err != nil {
 		return "", err
 	}
-	ent, err := kv.Get(ctx, LeaseKey)
+	ent, err := kv.Get(ctx, wire.LeaseKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return "", nil
 	}

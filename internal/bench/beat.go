@@ -15,11 +15,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
-	"github.com/flotilla/flotilla/internal/app"
 	"github.com/flotilla/flotilla/internal/beat"
-	"github.com/flotilla/flotilla/internal/jet"
+	"github.com/flotilla/flotilla/internal/client"
+	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/schedule"
 	"github.com/flotilla/flotilla/internal/store"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // BeatConfig configures the beat benchmark.
@@ -30,6 +31,9 @@ type BeatConfig struct {
 	// DatabaseURL of PostgreSQL; the benchmark works in a schema of its own
 	// and drops it afterwards.
 	DatabaseURL string
+	// RedisURL is where the fires' PENDING states go (under a prefix of
+	// the run's own, deleted afterwards). Default redis://127.0.0.1:6379/0.
+	RedisURL string
 	// Schedules is how many "every minute" schedules with a one-minute spread. Default 100,000.
 	Schedules int
 	// Duration of the measurement after the leader is up. Default 70s.
@@ -48,25 +52,17 @@ func RunBeat(ctx context.Context, cfg BeatConfig, out io.Writer) error {
 	if cfg.Duration <= 0 {
 		cfg.Duration = 70 * time.Second
 	}
-	natsURL, stop, err := natsServer(cfg.NATSURL)
+	if cfg.RedisURL == "" {
+		cfg.RedisURL = "redis://127.0.0.1:6379/0"
+	}
+	conn, err := connect(ctx, cfg.NATSURL, "flotilla-bench-beat", false)
 	if err != nil {
 		return err
 	}
-	defer stop()
-	nc, js, err := jet.Connect(ctx, natsURL, "flotilla-bench-beat")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	topo, err := jet.LoadTopology(jet.TopologyParams{Replicas: 1, TaskMaxMsgs: -1, TaskMaxBytes: -1})
-	if err != nil {
-		return err
-	}
-	if err := jet.ApplyStreams(ctx, js, topo); err != nil {
-		return err
-	}
+	defer conn.close()
+	nc, js := conn.nc, conn.js
 	purge := func() {
-		if s, err := js.Stream(context.WithoutCancel(ctx), jet.StreamTasks); err == nil {
+		if s, err := js.Stream(context.WithoutCancel(ctx), wire.StreamTasks); err == nil {
 			_ = s.Purge(context.WithoutCancel(ctx))
 		}
 	}
@@ -118,7 +114,20 @@ func RunBeat(ctx context.Context, cfg BeatConfig, out io.Writer) error {
 			lags = append(lags, acked.Sub(due))
 		},
 	}
-	s := beat.New(nc, js, app.BeatStore(st), bcfg, zerolog.Nop())
+	// Fires go through the producer beat uses in production: PENDING states
+	// in Redis, events on.
+	rdb, err := results.Open(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	prefix := fmt.Sprintf("flotilla-bench-beat-%d", time.Now().UnixNano())
+	defer cleanRedis(context.WithoutCancel(ctx), rdb, prefix)
+	rs := results.New(rdb, results.Config{Prefix: prefix, TTL: 10 * time.Minute})
+	defer rs.Close()
+	prod := client.New(nc, js, rs, client.Config{Events: true,
+		StateErrors: func(error, int) {}})
+	s := beat.New(js, st, prod, bcfg, zerolog.Nop())
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- s.Run(rctx) }()

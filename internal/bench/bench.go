@@ -9,6 +9,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -25,6 +27,7 @@ import (
 	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/systasks"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 	"github.com/flotilla/flotilla/internal/worker"
 )
 
@@ -104,16 +107,12 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	systasks.Register(e.reg) // sys.ping is the no-op task, so an external `flotilla worker` can drain bench tasks
 	e.args = makeArgs(cfg.ArgsBytes)
 
-	url, stop, err := natsServer(cfg.NATSURL)
+	conn, err := connect(ctx, cfg.NATSURL, "flotilla-bench", true)
 	if err != nil {
 		return err
 	}
-	defer stop()
-	e.nc, e.js, err = jet.Connect(ctx, url, "flotilla-bench")
-	if err != nil {
-		return err
-	}
-	defer e.nc.Close()
+	defer conn.close()
+	e.nc, e.js, e.topo = conn.nc, conn.js, conn.topo
 	e.rdb, err = results.Open(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
@@ -121,17 +120,6 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	defer e.rdb.Close()
 	e.prefix = fmt.Sprintf("flotilla-bench-%d", time.Now().UnixNano())
 	defer cleanRedis(context.WithoutCancel(ctx), e.rdb, e.prefix)
-
-	e.topo, err = jet.LoadTopology(jet.TopologyParams{Replicas: 1, TaskMaxMsgs: -1, TaskMaxBytes: -1})
-	if err != nil {
-		return err
-	}
-	if err := jet.ApplyStreams(ctx, e.js, e.topo); err != nil {
-		return err
-	}
-	if err := jet.ApplyQueues(ctx, e.js, e.topo, []string{"default"}); err != nil {
-		return err
-	}
 
 	fmt.Fprintf(out, "flotilla bench: tasks=%d concurrency=%d args=%dB round_trips=%d http_clients=%d http_tasks=%d server=%s\n\n",
 		cfg.Tasks, cfg.Concurrency, cfg.ArgsBytes, cfg.RoundTrips, cfg.HTTPClients, cfg.HTTPTasks, serverKind(cfg.NATSURL))
@@ -159,22 +147,86 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	return nil
 }
 
-// natsServer returns url, or when it is empty starts an embedded JetStream
-// server in a temporary directory; stop shuts it down and removes the store.
-func natsServer(url string) (string, func(), error) {
-	if url != "" {
-		return url, func() {}, nil
+// conn is the server and connection a benchmark runs on.
+type conn struct {
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	topo  jet.Topology
+	close func()
+}
+
+// connect connects to url, or when it is empty starts an embedded JetStream
+// server in a temporary directory (removed by close), and applies the
+// streams (TASKS unbounded) and, with queue, the consumer of queue default.
+func connect(ctx context.Context, url, name string, queue bool) (*conn, error) {
+	stop := func() {}
+	if url == "" {
+		dir, err := os.MkdirTemp("", "flotilla-bench-")
+		if err != nil {
+			return nil, err
+		}
+		ns, err := jet.StartEmbedded(jet.EmbedConfig{Addr: "127.0.0.1:0", StoreDir: filepath.Join(dir, "js"), Name: "flotilla-bench"})
+		if err != nil {
+			_ = os.RemoveAll(dir)
+			return nil, err
+		}
+		url = ns.ClientURL()
+		stop = func() { ns.Shutdown(); ns.WaitForShutdown(); _ = os.RemoveAll(dir) }
 	}
-	dir, err := os.MkdirTemp("", "flotilla-bench-")
+	c := &conn{}
+	var err error
+	c.nc, c.js, err = jet.Connect(ctx, url, name)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	c.close = func() { c.nc.Close(); stop() }
+	if c.topo, err = jet.LoadTopology(jet.TopologyParams{Replicas: 1, TaskMaxMsgs: -1, TaskMaxBytes: -1}); err == nil {
+		if err = jet.ApplyStreams(ctx, c.js, c.topo); err == nil && queue {
+			err = jet.ApplyQueues(ctx, c.js, c.topo, []string{"default"})
+		}
+	}
+	if err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// url is the client URL of the server c is connected to.
+func (c *conn) url() string { return c.nc.ConnectedUrl() }
+
+// serveLoopback serves h on a free loopback port and returns its base URL.
+func serveLoopback(h http.Handler) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
-	ns, err := jet.StartEmbedded(jet.EmbedConfig{Addr: "127.0.0.1:0", StoreDir: filepath.Join(dir, "js"), Name: "flotilla-bench"})
-	if err != nil {
-		_ = os.RemoveAll(dir)
-		return "", nil, err
+	hs := &http.Server{Handler: h}
+	go func() { _ = hs.Serve(ln) }()
+	return "http://" + ln.Addr().String(), func() { _ = hs.Close() }, nil
+}
+
+// httpClient is a keep-alive client for n concurrent callers.
+func httpClient(n int) (*http.Client, func()) {
+	tr := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: n}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, tr.CloseIdleConnections
+}
+
+// waitEmpty waits until stream s holds no message, for at most limit.
+func waitEmpty(ctx context.Context, s jetstream.Stream, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs == 0 {
+			return nil
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
-	return ns.ClientURL(), func() { ns.Shutdown(); ns.WaitForShutdown(); _ = os.RemoveAll(dir) }, nil
+	return fmt.Errorf("stream %s not empty after %s", s.CachedInfo().Config.Name, limit)
 }
 
 func serverKind(url string) string {
@@ -207,7 +259,7 @@ func cleanRedis(ctx context.Context, rdb *redis.Client, prefix string) {
 }
 
 func (e *env) purgeTasks(ctx context.Context) error {
-	s, err := e.js.Stream(ctx, jet.StreamTasks)
+	s, err := e.js.Stream(ctx, wire.StreamTasks)
 	if err != nil {
 		return err
 	}
@@ -263,22 +315,11 @@ func (e *env) drain(ctx context.Context, store *results.Store, events bool, n in
 }
 
 func (e *env) waitEmpty(ctx context.Context, limit time.Duration) error {
-	s, err := e.js.Stream(ctx, jet.StreamTasks)
+	s, err := e.js.Stream(ctx, wire.StreamTasks)
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		info, err := s.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if info.State.Msgs == 0 {
-			return nil
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return fmt.Errorf("TASKS not empty after %s", limit)
+	return waitEmpty(ctx, s, limit)
 }
 
 func percentile(sorted []time.Duration, p float64) time.Duration {

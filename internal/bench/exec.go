@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -20,6 +19,7 @@ import (
 	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/systasks"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 	"github.com/flotilla/flotilla/internal/worker"
 )
 
@@ -51,26 +51,12 @@ func RunExec(ctx context.Context, cfg ExecConfig, out io.Writer) error {
 	if cfg.RedisURL == "" {
 		cfg.RedisURL = "redis://127.0.0.1:6379/0"
 	}
-	url, stop, err := natsServer(cfg.NATSURL)
+	conn, err := connect(ctx, cfg.NATSURL, "flotilla-bench-exec", true)
 	if err != nil {
 		return err
 	}
-	defer stop()
-	nc, js, err := jet.Connect(ctx, url, "flotilla-bench-exec")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	topo, err := jet.LoadTopology(jet.TopologyParams{Replicas: 1})
-	if err != nil {
-		return err
-	}
-	if err := jet.ApplyStreams(ctx, js, topo); err != nil {
-		return err
-	}
-	if err := jet.ApplyQueues(ctx, js, topo, []string{"default"}); err != nil {
-		return err
-	}
+	defer conn.close()
+	nc, js := conn.nc, conn.js
 	rdb, err := results.Open(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
@@ -84,7 +70,7 @@ func RunExec(ctx context.Context, cfg ExecConfig, out io.Writer) error {
 	systasks.Register(reg)
 
 	// The worker on a connection of its own, as in production.
-	wnc, wjs, err := jet.Connect(ctx, url, "flotilla-bench-exec-worker")
+	wnc, wjs, err := jet.Connect(ctx, conn.url(), "flotilla-bench-exec-worker")
 	if err != nil {
 		return err
 	}
@@ -95,7 +81,7 @@ func RunExec(ctx context.Context, cfg ExecConfig, out io.Writer) error {
 	go func() { wdone <- w.Run(wctx) }()
 	defer func() { cancel(); <-wdone }()
 	for i := 0; ; i++ {
-		if _, err := nc.Request("$SRV.PING."+worker.ServiceName, nil, time.Second); err == nil {
+		if _, err := nc.Request("$SRV.PING."+wire.ServiceName, nil, time.Second); err == nil {
 			break
 		} else if i > 100 {
 			return fmt.Errorf("bench exec: worker service not up: %w", err)
@@ -127,7 +113,7 @@ func RunExec(ctx context.Context, cfg ExecConfig, out io.Writer) error {
 	g50, g99, err := sequential(cfg.Calls, func() error {
 		c, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		_, err := ex.Exec(c, "sys.echo", args, api.Meta{ID: "bench", Origin: "api"})
+		_, err := ex.Exec(c, "sys.echo", args, wire.ExecMeta{ID: "bench"})
 		return err
 	})
 	if err != nil {
@@ -140,17 +126,14 @@ func RunExec(ctx context.Context, cfg ExecConfig, out io.Writer) error {
 	// limiter on Redis (anonymous callers are not rate-limited).
 	srv := api.New(api.Config{MaxBodyBytes: 1 << 20, Exec: ex, ExecTimeout: 5 * time.Second, ExecTimeoutMax: time.Minute,
 		Auth: api.AuthNone, Redis: rdb, Prefix: prefix, SessionTTL: time.Minute, RateLimit: 1000, RateWindow: time.Second}, cl, nil, zerolog.Nop())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	base, stop, err := serveLoopback(srv.Handler())
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv.Handler()}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
-	endpoint := "http://" + ln.Addr().String() + "/api/v1/exec/sys.echo"
-	tr := &http.Transport{MaxIdleConnsPerHost: cfg.Clients, MaxConnsPerHost: cfg.Clients}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	defer stop()
+	endpoint := base + "/api/v1/exec/sys.echo"
+	hc, closeIdle := httpClient(cfg.Clients)
+	defer closeIdle()
 	post := func() error {
 		resp, err := hc.Post(endpoint, "application/json", bytes.NewReader(args))
 		if err != nil {

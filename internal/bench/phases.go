@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"runtime"
 	"sync"
@@ -81,7 +80,7 @@ func (e *env) raw(ctx context.Context, r *report) error {
 	}
 	<-done
 	cc.Stop()
-	if err := e.waitEmptyStream(ctx, s); err != nil {
+	if err := waitEmpty(ctx, s, 5*time.Minute); err != nil {
 		return err
 	}
 	r.rawDrain = float64(n) / time.Since(start).Seconds()
@@ -104,20 +103,6 @@ func (e *env) raw(ctx context.Context, r *report) error {
 	r.rawRTT50, r.rawRTT99 = percentile(lat, 0.5), percentile(lat, 0.99)
 	r.mark("raw")
 	return nil
-}
-
-func (e *env) waitEmptyStream(ctx context.Context, s jetstream.Stream) error {
-	for i := 0; i < 100000; i++ {
-		info, err := s.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if info.State.Msgs == 0 {
-			return nil
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return fmt.Errorf("raw stream not empty")
 }
 
 // enqueue measures the Go client (results and events off), leaving the tasks
@@ -232,18 +217,15 @@ func (e *env) httpEnqueue(ctx context.Context, r *report) error {
 	store := e.store()
 	defer store.Close()
 	srv := web.New(web.Config{MaxBodyBytes: 1 << 20}, e.client(store, true), []rest.Check{}, zerolog.Nop())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	base, stop, err := serveLoopback(srv.Handler())
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv.Handler()}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
-	url := "http://" + ln.Addr().String() + "/api/v1/tasks"
+	defer stop()
+	url := base + "/api/v1/tasks"
 	body := []byte(`{"task":"sys.ping","args":` + string(e.args) + `}`)
-	tr := &http.Transport{MaxIdleConnsPerHost: e.cfg.HTTPClients, MaxConnsPerHost: e.cfg.HTTPClients}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	hc, closeIdle := httpClient(e.cfg.HTTPClients)
+	defer closeIdle()
 	var next atomic.Int64
 	var firstErr error
 	var once sync.Once

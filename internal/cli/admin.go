@@ -14,16 +14,30 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla/flotilla/internal/app"
+	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/config"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/rest"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // loadCLI loads the cli role's configuration. When no NATS URL was given
 // (flag, environment or file) and a dev process recorded its embedded
 // server's URL under data_dir, that URL is used, so `flotilla task send`
 // talks to `flotilla dev` even when dev had to pick a free port.
+// openCLI loads the cli configuration and opens the connections n asks for
+// (NATS always), leaving the streams as they are; close them with c.Close.
+func openCLI(cmd *cobra.Command, rf *rootFlags, n app.Needs) (config.Config, *app.Conns, error) {
+	cfg, err := loadCLI(cmd, rf, nil)
+	if err != nil {
+		return cfg, nil, err
+	}
+	cfg.NATS.ApplyStreams = false
+	c, err := app.Open(cmd.Context(), cfg, n)
+	return cfg, c, err
+}
+
 func loadCLI(cmd *cobra.Command, rf *rootFlags, extra map[string]string) (config.Config, error) {
 	cfg, err := load(cmd, rf, config.RoleCLI, extra)
 	if err != nil {
@@ -70,7 +84,7 @@ func streamsCmd(env Env, rf *rootFlags) *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "stream %s: subjects %s, replicas %d\n", s.Name, strings.Join(s.Subjects, " "), s.Replicas)
 			}
 			for _, q := range queues {
-				fmt.Fprintf(cmd.OutOrStdout(), "consumer %s on %s: filter %s\n", jet.ConsumerName(q), jet.StreamTasks, jet.QueueFilter(q))
+				fmt.Fprintf(cmd.OutOrStdout(), "consumer %s on %s: filter %s\n", wire.ConsumerName(q), wire.StreamTasks, wire.QueueFilter(q))
 			}
 			return nil
 		},
@@ -93,28 +107,19 @@ func taskCmd(env Env, rf *rootFlags) *cobra.Command {
 		Short: "Enqueue a task; with --wait, wait for its result",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			cfg, err := loadCLI(cmd, rf, nil)
-			if err != nil {
-				return err
-			}
-			body := rest.EnqueueBody{Task: a[0], Queue: queue, Countdown: countdown, ETA: eta, Expires: expires, Timeout: timeout, IdempotencyKey: idem}
+			body := client.EnqueueBody{Task: a[0], Queue: queue, Countdown: countdown, ETA: eta, Expires: expires, Timeout: timeout, IdempotencyKey: idem}
 			if args != "" {
 				body.Args = json.RawMessage(args)
 			}
 			if cmd.Flags().Changed("max-retries") {
 				body.MaxRetries = &maxRetries
 			}
-			raw, err := json.Marshal(body)
+			req, err := body.Request(time.Now())
 			if err != nil {
-				return fmt.Errorf("--args: %w", err)
+				return flagErr(err)
 			}
-			req, err := rest.ParseEnqueue(raw, time.Now())
-			if err != nil {
-				return cliErr(err)
-			}
-			req.Origin = "cli"
-			cfg.NATS.ApplyStreams = false
-			c, err := app.Open(cmd.Context(), cfg, app.Needs{Redis: true})
+			req.Origin = wire.OriginCLI
+			cfg, c, err := openCLI(cmd, rf, app.Needs{Redis: true})
 			if err != nil {
 				return err
 			}
@@ -159,12 +164,7 @@ func taskCmd(env Env, rf *rootFlags) *cobra.Command {
 		Short: "Print a task's state and result",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			cfg, err := loadCLI(cmd, rf, nil)
-			if err != nil {
-				return err
-			}
-			cfg.NATS.ApplyStreams = false
-			c, err := app.Open(cmd.Context(), cfg, app.Needs{Redis: true})
+			cfg, c, err := openCLI(cmd, rf, app.Needs{Redis: true})
 			if err != nil {
 				return err
 			}

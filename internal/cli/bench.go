@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla/flotilla/internal/bench"
+	"github.com/flotilla/flotilla/internal/config"
 )
 
 func benchCmd(env Env, rf *rootFlags) *cobra.Command {
@@ -38,7 +39,7 @@ Phases (--phases): raw, enqueue, drain, drain-results, roundtrip, http.`,
 				defer pprof.StopCPUProfile()
 			}
 			if cfg.RedisURL == "" {
-				c, err := load(cmd, rf, "cli", nil)
+				c, err := load(cmd, rf, config.RoleCLI, nil)
 				if err != nil {
 					return fmt.Errorf("bench: %w", err)
 				}
@@ -70,17 +71,17 @@ func benchBeatCmd(rf *rootFlags) *cobra.Command {
 schema of its own (database.url), runs one beat leader against --server (or an
 embedded NATS server, whose CPU then counts too) and reports, for every fire
 during --duration, the lag from its due time to the server's ack, plus the
-process's CPU cores and RSS. Point --server at a separate nats-server to
-measure beat alone.`,
+process's CPU cores and RSS. Fires go through the producer beat uses in
+production: their PENDING states are written to Redis (redis.url, under a
+prefix of the run's own that is deleted afterwards) and "sent" events
+published. Point --server at a separate nats-server to measure beat alone.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfg.DatabaseURL == "" {
-				c, err := load(cmd, rf, "cli", nil)
-				if err != nil {
-					return fmt.Errorf("bench beat: %w", err)
-				}
-				cfg.DatabaseURL = c.Database.URL
+			c, err := load(cmd, rf, config.RoleCLI, nil)
+			if err != nil {
+				return fmt.Errorf("bench beat: %w", err)
 			}
+			cfg.DatabaseURL, cfg.RedisURL = c.Database.URL, c.Redis.URL
 			return bench.RunBeat(cmd.Context(), cfg, cmd.OutOrStdout())
 		},
 	}
@@ -100,7 +101,7 @@ func benchExecCmd(rf *rootFlags) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.RedisURL == "" {
-				c, err := load(cmd, rf, "cli", nil)
+				c, err := load(cmd, rf, config.RoleCLI, nil)
 				if err != nil {
 					return fmt.Errorf("bench exec: %w", err)
 				}

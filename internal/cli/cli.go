@@ -25,8 +25,10 @@ type Env struct {
 	Registry *task.Registry
 	// Schedules are the periodic tasks declared in code.
 	Schedules []schedule.Schedule
-	Stdout    io.Writer
-	Stderr    io.Writer
+	// Middleware wraps every handler, outermost first.
+	Middleware []task.Middleware
+	Stdout     io.Writer
+	Stderr     io.Writer
 }
 
 // flagKeys maps the flags shared by every command to config keys.
@@ -147,7 +149,7 @@ func roleCmd(env Env, rf *rootFlags, role, short string, add flagAdder) *cobra.C
 			if err != nil {
 				return err
 			}
-			return app.Run(cmd.Context(), cfg, app.Options{Registry: env.Registry, Stdout: env.Stdout, Schedules: env.Schedules})
+			return app.Run(cmd.Context(), cfg, app.Options{Registry: env.Registry, Stdout: env.Stdout, Schedules: env.Schedules, Middleware: env.Middleware})
 		},
 	}
 	if add != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/store"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // check is one line of the doctor's report.
@@ -161,7 +162,7 @@ func doctorStreams(ctx context.Context, js jetstream.JetStream, cfg config.Confi
 		add("stream "+want.Name, err, fmt.Sprintf("%d messages", got.State.Msgs))
 	}
 	for _, q := range cfg.Worker.Queues {
-		c, err := js.Consumer(ctx, jet.StreamTasks, jet.ConsumerName(q))
+		c, err := js.Consumer(ctx, wire.StreamTasks, wire.ConsumerName(q))
 		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 			err = fmt.Errorf("missing: run `flotilla streams apply --queues %s`", q)
 		}
@@ -170,7 +171,7 @@ func doctorStreams(ctx context.Context, js jetstream.JetStream, cfg config.Confi
 			info := c.CachedInfo()
 			msg = fmt.Sprintf("%d pending, %d in flight, %d redelivered", info.NumPending, info.NumAckPending, info.NumRedelivered)
 		}
-		add("consumer "+jet.ConsumerName(q), err, msg)
+		add("consumer "+wire.ConsumerName(q), err, msg)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/flotilla/flotilla/internal/schedule"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 func scheduleCmd(env Env, rf *rootFlags) *cobra.Command {
@@ -113,7 +114,7 @@ func scheduleAddCmd(env Env, rf *rootFlags) *cobra.Command {
 			defer pool.Close()
 			out, err := st.ScheduleCreate(cmd.Context(), sc)
 			if err != nil {
-				return flagErr(err)
+				return invalidSchedule(err)
 			}
 			return printJSON(cmd, withNextRun(out, time.Now()))
 		},
@@ -183,12 +184,7 @@ func scheduleRunCmd(env Env, rf *rootFlags) *cobra.Command {
 		Short: "Enqueue a schedule's task now (not counted as a tick; works when disabled)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			cfg, err := loadCLI(cmd, rf, nil)
-			if err != nil {
-				return err
-			}
-			cfg.NATS.ApplyStreams = false
-			c, err := app.Open(cmd.Context(), cfg, app.Needs{Postgres: true, Redis: true})
+			cfg, c, err := openCLI(cmd, rf, app.Needs{Postgres: true, Redis: true})
 			if err != nil {
 				return err
 			}
@@ -198,7 +194,7 @@ func scheduleRunCmd(env Env, rf *rootFlags) *cobra.Command {
 				return err
 			}
 			res, err := app.NewClient(cfg, c, env.Registry).Enqueue(cmd.Context(), client.Request{
-				Task: sc.Task, Queue: sc.Queue, Args: sc.Args, Origin: "beat/" + sc.Name,
+				Task: sc.Task, Queue: sc.Queue, Args: sc.Args, Origin: wire.OriginBeat(sc.Name),
 			})
 			if err != nil {
 				return cliErr(fmt.Errorf("schedule %s: %w", sc.Name, err))
@@ -222,17 +218,26 @@ func prepareSchedule(sc *schedule.Schedule, reg *task.Registry, checkRegistered 
 		}
 	}
 	sc.Normalize()
-	return flagErr(sc.Validate())
+	return invalidSchedule(sc.Validate())
 }
 
-// flagErr rewrites schedule field errors to name the flag: "--cron: …".
+// invalidSchedule words a schedule's field errors with their flags.
+func invalidSchedule(err error) error {
+	if err == nil || !errors.Is(err, task.ErrInvalid) {
+		return err
+	}
+	return fmt.Errorf("invalid schedule: %w", flagErr(err))
+}
+
+// flagErr rewrites field errors to name the flag: "--cron: …" (NAME for
+// the name argument); several are joined with "; ".
 func flagErr(err error) error {
-	if err == nil || !errors.Is(err, schedule.ErrInvalid) {
+	if err == nil || !errors.Is(err, task.ErrInvalid) {
 		return err
 	}
 	var msgs []string
 	for _, e := range unjoin(err) {
-		var fe *schedule.FieldError
+		var fe *task.FieldError
 		if errors.As(e, &fe) {
 			flag := "--" + strings.ReplaceAll(fe.Field, "_", "-")
 			if fe.Field == "name" {
@@ -243,7 +248,7 @@ func flagErr(err error) error {
 			msgs = append(msgs, e.Error())
 		}
 	}
-	return fmt.Errorf("invalid schedule: %s", strings.Join(msgs, "; "))
+	return errors.New(strings.Join(msgs, "; "))
 }
 
 func unjoin(err error) []error {

@@ -14,13 +14,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flotilla/flotilla/internal/cli"
-	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/jet/jettest"
 	"github.com/flotilla/flotilla/internal/results/resultstest"
 	"github.com/flotilla/flotilla/internal/schedule"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/store/storetest"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 type bundle struct {
@@ -176,12 +176,12 @@ func TestScheduleRunCommand(t *testing.T) {
 	require.Equal(t, task.StatePending, res.State)
 
 	_, js := jettest.Connect(t, ns.ClientURL())
-	s, err := js.Stream(t.Context(), jet.StreamTasks)
+	s, err := js.Stream(t.Context(), wire.StreamTasks)
 	require.NoError(t, err)
-	msg, err := s.GetLastMsgForSubject(t.Context(), jet.TaskSubject("metrics", "metrics.collect"))
+	msg, err := s.GetLastMsgForSubject(t.Context(), wire.TaskSubject("metrics", "metrics.collect"))
 	require.NoError(t, err)
-	require.Equal(t, "beat/collect", msg.Header.Get(task.HeaderOrigin))
-	require.Equal(t, res.ID, msg.Header.Get(task.HeaderID))
+	require.Equal(t, "beat/collect", msg.Header.Get(wire.HeaderOrigin))
+	require.Equal(t, res.ID, msg.Header.Get(wire.HeaderID))
 	require.JSONEq(t, `{"n":1}`, string(msg.Data))
 
 	_, err = b.run(t, "schedule", "run", "nope")

@@ -1,7 +1,8 @@
 // Package client enqueues tasks and reads their states: the one producer path
-// used by web, api, the CLI, beat's manual runs, the public Go package and the
-// benchmark. It validates requests, records PENDING, publishes to TASKS (or
-// schedules a delayed message) and can wait for a task's final state.
+// used by web, api, the CLI, beat (its ticks and manual runs), the public Go
+// package and the benchmark. It validates requests, records PENDING with
+// enqueued_at, publishes to TASKS (or schedules a delayed message),
+// publishes the "sent" event, and can wait for a task's final state.
 package client
 
 import (
@@ -20,6 +21,7 @@ import (
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // headerRoom is what task headers may take of a message.
@@ -37,16 +39,23 @@ type Config struct {
 	// IdempotencyTTL is how long an idempotency key stays bound to its task;
 	// it should match TASKS' duplicate window. Default 5m.
 	IdempotencyTTL time.Duration
+	// StateErrors, when set, makes recording PENDING best effort for
+	// [Client.Send]: a failed write is reported here and the tasks are
+	// published anyway (beat fires its ticks through a Redis outage; the
+	// worker records their states when it runs them). When nil a failed
+	// write fails the enqueue.
+	StateErrors func(err error, n int)
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 }
 
 // Client enqueues tasks. It is safe for concurrent use.
 type Client struct {
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	store *results.Store // nil: results off
-	cfg   Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	store  *results.Store // nil: results off
+	events *jet.Events
+	cfg    Config
 
 	muxOnce   sync.Once
 	muxErr    error
@@ -66,7 +75,8 @@ func New(nc *nats.Conn, js jetstream.JetStream, store *results.Store, cfg Config
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Client{nc: nc, js: js, store: store, cfg: cfg, waiters: make(map[string]chan results.State)}
+	return &Client{nc: nc, js: js, store: store, events: jet.NewEvents(nc, cfg.Events), cfg: cfg,
+		waiters: make(map[string]chan results.State)}
 }
 
 // Request is one task to enqueue.
@@ -81,8 +91,11 @@ type Request struct {
 	Expires    time.Time
 	MaxRetries *int
 	Timeout    time.Duration
-	// IdempotencyKey makes repeated enqueues within the dedup window run once.
+	// IdempotencyKey makes repeated enqueues within the dedup window run
+	// once; MsgID (beat's beat:<schedule>:<unix>) does the same through the
+	// server's deduplication only.
 	IdempotencyKey string
+	MsgID          string
 	Origin         string
 	Traceparent    string
 }
@@ -96,17 +109,21 @@ type Result struct {
 	Duplicate bool `json:"duplicate,omitempty"`
 }
 
-type prepared struct {
+// Prepared is a validated request, ready to be sent.
+type Prepared struct {
 	env     *task.Envelope
 	subject string
 	runAt   time.Time
 	msgID   string
+	idem    bool // msgID is an idempotency key bound in Redis
 	noRes   bool
 }
 
-func (c *Client) prepare(r Request) (*prepared, error) {
+// Prepare validates r and gives it a task id. Errors: a [task.FieldError]
+// (matches [ErrInvalid]), [ErrUnknownTask] or [ErrTooLarge].
+func (c *Client) Prepare(r Request) (*Prepared, error) {
 	if err := task.ValidateName(r.Task); err != nil {
-		return nil, fieldErr("task", "%v", err)
+		return nil, task.FieldErrorf("task", "%v", err)
 	}
 	var def *task.Definition
 	if c.cfg.Registry != nil {
@@ -125,7 +142,7 @@ func (c *Client) prepare(r Request) (*prepared, error) {
 		q = task.DefaultQueue
 	}
 	if err := task.ValidateQueue(q); err != nil {
-		return nil, fieldErr("queue", "%v", err)
+		return nil, task.FieldErrorf("queue", "%v", err)
 	}
 	args := r.Args
 	if len(args) == 0 {
@@ -139,33 +156,33 @@ func (c *Client) prepare(r Request) (*prepared, error) {
 		return nil, fmt.Errorf("%w: args are %d bytes, the NATS server's max_payload is %d (raise it on the server)", ErrTooLarge, len(args), mp)
 	}
 	if !task.IsJSONObject(args) {
-		return nil, fieldErr("args", "must be a JSON object")
+		return nil, task.FieldErrorf("args", "must be a JSON object")
 	}
 	now := c.cfg.Now()
 	if r.Countdown < 0 {
-		return nil, fieldErr("countdown", "must not be negative, got %s", r.Countdown)
+		return nil, task.FieldErrorf("countdown", "must not be negative, got %s", r.Countdown)
 	}
 	if r.Countdown > 0 && !r.ETA.IsZero() {
-		return nil, fieldErr("eta", "give countdown or eta, not both")
+		return nil, task.FieldErrorf("eta", "give countdown or eta, not both")
 	}
 	runAt := r.ETA
 	if r.Countdown > 0 {
 		runAt = now.Add(r.Countdown)
 	}
 	if !r.Expires.IsZero() && !r.Expires.After(now) {
-		return nil, fieldErr("expires", "%s is not in the future", r.Expires.UTC().Format(time.RFC3339))
+		return nil, task.FieldErrorf("expires", "%s is not in the future", r.Expires.UTC().Format(time.RFC3339))
 	}
 	if !runAt.IsZero() && !r.Expires.IsZero() && !r.Expires.After(runAt) {
-		return nil, fieldErr("expires", "the task would expire before it runs")
+		return nil, task.FieldErrorf("expires", "the task would expire before it runs")
 	}
 	if r.MaxRetries != nil && *r.MaxRetries < 0 {
-		return nil, fieldErr("max_retries", "must not be negative, got %d", *r.MaxRetries)
+		return nil, task.FieldErrorf("max_retries", "must not be negative, got %d", *r.MaxRetries)
 	}
 	if r.Timeout < 0 {
-		return nil, fieldErr("timeout", "must not be negative, got %s", r.Timeout)
+		return nil, task.FieldErrorf("timeout", "must not be negative, got %s", r.Timeout)
 	}
 	if len(r.IdempotencyKey) > 256 || strings.ContainsAny(r.IdempotencyKey, "\r\n") {
-		return nil, fieldErr("idempotency_key", "must be at most 256 characters on one line")
+		return nil, task.FieldErrorf("idempotency_key", "must be at most 256 characters on one line")
 	}
 	env := &task.Envelope{
 		ID: ulid.Make().String(), Name: r.Task, Queue: q, Args: args,
@@ -175,7 +192,10 @@ func (c *Client) prepare(r Request) (*prepared, error) {
 	if r.MaxRetries != nil {
 		env.MaxRetries = *r.MaxRetries
 	}
-	p := &prepared{env: env, subject: jet.TaskSubject(q, r.Task), msgID: r.IdempotencyKey}
+	p := &Prepared{env: env, subject: wire.TaskSubject(q, r.Task), msgID: r.IdempotencyKey, idem: r.IdempotencyKey != ""}
+	if p.msgID == "" {
+		p.msgID = r.MsgID
+	}
 	if !runAt.IsZero() && runAt.After(now) {
 		p.runAt = runAt
 	}
@@ -185,20 +205,20 @@ func (c *Client) prepare(r Request) (*prepared, error) {
 	return p, nil
 }
 
-func (c *Client) recordsResults(p *prepared) bool { return c.store != nil && !p.noRes }
+func (c *Client) recordsResults(p *Prepared) bool { return c.store != nil && !p.noRes }
 
-func (c *Client) pending(p *prepared) results.Update {
+func (c *Client) pending(p *Prepared) results.Update {
 	return results.Update{Task: p.env.Name, Queue: p.env.Queue, State: task.StatePending, EnqueuedAt: p.env.EnqueuedAt}
 }
 
-func (c *Client) msg(p *prepared, notify string) *nats.Msg {
+func (c *Client) msg(p *Prepared, notify string) *nats.Msg {
 	if p.runAt.IsZero() {
-		return jet.NewTaskMsg(p.subject, p.env, p.msgID, notify)
+		return wire.NewTaskMsg(p.subject, p.env, p.msgID, notify)
 	}
-	return jet.NewTaskMsg(jet.DelayedSubject(p.env.ID), p.env, p.msgID, notify)
+	return wire.NewTaskMsg(wire.DelayedSubject(p.env.ID), p.env, p.msgID, notify)
 }
 
-func (c *Client) pubOpts(p *prepared) []jetstream.PublishOpt {
+func (c *Client) pubOpts(p *Prepared) []jetstream.PublishOpt {
 	if p.runAt.IsZero() {
 		return nil
 	}
@@ -208,23 +228,23 @@ func (c *Client) pubOpts(p *prepared) []jetstream.PublishOpt {
 	if at.Before(p.runAt) {
 		at = at.Add(time.Second)
 	}
-	return []jetstream.PublishOpt{jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(jet.DueSubject(p.env.ID))}
+	return []jetstream.PublishOpt{jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(wire.DueSubject(p.env.ID))}
 }
 
 // Enqueue validates r, records the task as PENDING and publishes it. Errors:
-// a [FieldError] (matches [ErrInvalid]), [ErrUnknownTask], [ErrTooLarge],
-// [ErrQueueFull], or a NATS/Redis error.
+// a [task.FieldError] (matches [ErrInvalid]), [ErrUnknownTask],
+// [ErrTooLarge], [ErrQueueFull], or a NATS/Redis error.
 func (c *Client) Enqueue(ctx context.Context, r Request) (Result, error) {
 	return c.enqueue(ctx, r, "")
 }
 
 func (c *Client) enqueue(ctx context.Context, r Request, notify string) (Result, error) {
-	p, err := c.prepare(r)
+	p, err := c.Prepare(r)
 	if err != nil {
 		return Result{}, err
 	}
 	id := p.env.ID
-	if p.msgID != "" && c.store != nil {
+	if p.idem && c.store != nil {
 		bound, err := c.store.ClaimIdempotencyKey(ctx, p.msgID, id, c.cfg.IdempotencyTTL)
 		if err != nil {
 			return Result{}, err
@@ -258,50 +278,77 @@ func (c *Client) enqueue(ctx context.Context, r Request, notify string) (Result,
 	return Result{ID: id, State: task.StatePending}, nil
 }
 
-func (c *Client) release(ctx context.Context, p *prepared) {
-	if p.msgID != "" && c.store != nil {
+func (c *Client) release(ctx context.Context, p *Prepared) {
+	if p.idem && c.store != nil {
 		_ = c.store.ReleaseIdempotencyKey(context.WithoutCancel(ctx), p.msgID, p.env.ID)
 	}
 }
 
-func (c *Client) undo(ctx context.Context, p *prepared) {
+func (c *Client) undo(ctx context.Context, p *Prepared) {
 	c.release(ctx, p)
 	if c.recordsResults(p) {
 		_ = c.store.Delete(context.WithoutCancel(ctx), p.env.ID)
 	}
 }
 
-func (c *Client) sent(p *prepared) {
-	if !c.cfg.Events {
-		return
+func (c *Client) sent(p *Prepared) {
+	c.events.Emit(&wire.Event{Kind: wire.EventSent, ID: p.env.ID, Task: p.env.Name, Queue: p.env.Queue,
+		Time: p.env.EnqueuedAt, Origin: p.env.Origin})
+}
+
+// Future is a task published asynchronously by [Client.Send].
+type Future struct {
+	c   *Client
+	p   *Prepared
+	fut jetstream.PubAckFuture
+	err error
+}
+
+// Wait waits for the server's acknowledgement. A failed asynchronous
+// publish is retried once synchronously with the same Nats-Msg-Id (safe:
+// the server deduplicates). On success the "sent" event goes out; on a
+// duplicate or an error the PENDING state is removed again.
+func (f *Future) Wait(ctx context.Context) (Result, error) {
+	p := f.p
+	res := Result{ID: p.env.ID, State: task.StatePending}
+	var ack *jetstream.PubAck
+	err := f.err
+	if err == nil {
+		select {
+		case ack = <-f.fut.Ok():
+		case err = <-f.fut.Err():
+			var err2 error
+			if ack, err2 = f.c.js.PublishMsg(ctx, f.fut.Msg(), f.c.pubOpts(p)...); err2 == nil {
+				err = nil
+			} else {
+				err = errors.Join(err, err2)
+			}
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
 	}
-	ev, _ := json.Marshal(sentEvent{ID: p.env.ID, Task: p.env.Name, Queue: p.env.Queue, Time: p.env.EnqueuedAt})
-	_ = c.nc.Publish(jet.EventSubject(jet.EventSent, p.env.Queue, p.env.Name), ev)
+	if err != nil {
+		f.c.undo(ctx, p)
+		return res, translatePublishErr(p.env.Queue, err)
+	}
+	if ack.Duplicate {
+		f.c.undo(ctx, p)
+		res.Duplicate = true
+		return res, nil
+	}
+	f.c.sent(p)
+	return res, nil
 }
 
-type sentEvent struct {
-	ID    string    `json:"id"`
-	Task  string    `json:"task"`
-	Queue string    `json:"queue"`
-	Time  time.Time `json:"time"`
-}
-
-// EnqueueMany enqueues rs with one Redis pipeline and asynchronous publishes,
-// for throughput. Idempotency keys are deduplicated by the server only. The
-// result slice has one entry per request; errs[i] is that request's error.
-func (c *Client) EnqueueMany(ctx context.Context, rs []Request) ([]Result, []error) {
-	out := make([]Result, len(rs))
-	errs := make([]error, len(rs))
-	ps := make([]*prepared, len(rs))
+// Send records every request of ps as PENDING in one Redis round trip, then
+// publishes them asynchronously, in order; wait for each with
+// [Future.Wait]. Idempotency keys are deduplicated by the server only.
+// When the state write fails, Send fails and publishes nothing, unless
+// Config.StateErrors is set (see there).
+func (c *Client) Send(ctx context.Context, ps []*Prepared) ([]*Future, error) {
 	var ids []string
 	var ups []results.Update
-	for i, r := range rs {
-		p, err := c.prepare(r)
-		if err != nil {
-			errs[i] = err
-			continue
-		}
-		ps[i] = p
+	for _, p := range ps {
 		if c.recordsResults(p) {
 			ids = append(ids, p.env.ID)
 			ups = append(ups, c.pending(p))
@@ -309,45 +356,47 @@ func (c *Client) EnqueueMany(ctx context.Context, rs []Request) ([]Result, []err
 	}
 	if len(ids) > 0 {
 		if err := c.store.SetMany(ctx, ids, ups); err != nil {
-			for i := range errs {
-				if errs[i] == nil {
-					errs[i] = err
-				}
+			if c.cfg.StateErrors == nil {
+				return nil, err
 			}
-			return out, errs
+			c.cfg.StateErrors(err, len(ids))
 		}
 	}
-	futs := make([]jetstream.PubAckFuture, len(rs))
+	futs := make([]*Future, len(ps))
 	for i, p := range ps {
-		if p == nil {
-			continue
-		}
-		f, err := c.js.PublishMsgAsync(c.msg(p, ""), c.pubOpts(p)...)
-		if err != nil {
-			errs[i] = translatePublishErr(p.env.Queue, err)
-			continue
-		}
+		f := &Future{c: c, p: p}
+		f.fut, f.err = c.js.PublishMsgAsync(c.msg(p, ""), c.pubOpts(p)...)
 		futs[i] = f
 	}
-	for i, f := range futs {
-		if f == nil {
+	return futs, nil
+}
+
+// EnqueueMany enqueues rs with one Redis pipeline and asynchronous
+// publishes, for throughput. The result slice has one entry per request;
+// errs[i] is that request's error.
+func (c *Client) EnqueueMany(ctx context.Context, rs []Request) ([]Result, []error) {
+	out := make([]Result, len(rs))
+	errs := make([]error, len(rs))
+	ps := make([]*Prepared, 0, len(rs))
+	idx := make([]int, 0, len(rs))
+	for i, r := range rs {
+		p, err := c.Prepare(r)
+		if err != nil {
+			errs[i] = err
 			continue
 		}
-		p := ps[i]
-		select {
-		case ack := <-f.Ok():
-			out[i] = Result{ID: p.env.ID, State: task.StatePending, Duplicate: ack.Duplicate}
-			if !ack.Duplicate {
-				c.sent(p)
-			}
-		case err := <-f.Err():
-			errs[i] = translatePublishErr(p.env.Queue, err)
-		case <-ctx.Done():
-			errs[i] = ctx.Err()
+		ps = append(ps, p)
+		idx = append(idx, i)
+	}
+	futs, err := c.Send(ctx, ps)
+	if err != nil {
+		for _, i := range idx {
+			errs[i] = err
 		}
-		if errs[i] != nil || out[i].Duplicate {
-			c.undo(ctx, p)
-		}
+		return out, errs
+	}
+	for j, f := range futs {
+		out[idx[j]], errs[idx[j]] = f.Wait(ctx)
 	}
 	return out, errs
 }
@@ -366,7 +415,7 @@ func (c *Client) EnqueueAndWait(ctx context.Context, r Request) (results.State, 
 	if err := c.startMux(); err != nil {
 		return results.State{}, err
 	}
-	// The id is not known before prepare; wait on the notify subject keyed by
+	// The id is not known before Prepare; wait on the notify subject keyed by
 	// a token instead, and map it back.
 	token := nats.NewInbox()[len("_INBOX."):]
 	ch := make(chan results.State, 1)
@@ -444,30 +493,18 @@ func (c *Client) Requeue(ctx context.Context, seq uint64) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if task.ValidateName(d.Task) != nil || task.ValidateQueue(d.Queue) != nil || d.ID == "" {
-		return Result{}, fieldErr("seq", "dead letter %d cannot be requeued: its task name, queue or id is invalid (%s)", seq, d.Error)
-	}
 	now := c.cfg.Now()
-	h := nats.Header{}
-	for k, v := range d.Header {
-		switch k {
-		case task.HeaderError, task.HeaderAttempts, task.HeaderNotify, task.HeaderExpires, task.HeaderMsgID, task.HeaderQueue:
-			continue
-		}
-		if strings.HasPrefix(k, "Nats-") {
-			continue
-		}
-		h[k] = v
+	m, err := wire.NewRequeueMsg(d, now)
+	if err != nil {
+		return Result{}, task.FieldErrorf("seq", "%v", err)
 	}
-	h.Set(task.HeaderMsgID, fmt.Sprintf("%s:requeue:%d", d.ID, seq))
-	h.Set(task.HeaderEnqueued, now.UTC().Format(time.RFC3339Nano))
 	if c.store != nil {
 		_ = c.store.Delete(ctx, d.ID)
 		if err := c.store.Set(ctx, d.ID, results.Update{Task: d.Task, Queue: d.Queue, State: task.StatePending, EnqueuedAt: now}); err != nil {
 			return Result{}, err
 		}
 	}
-	if _, err := c.js.PublishMsg(ctx, &nats.Msg{Subject: jet.TaskSubject(d.Queue, d.Task), Header: h, Data: d.Args}); err != nil {
+	if _, err := c.js.PublishMsg(ctx, m); err != nil {
 		return Result{}, translatePublishErr(d.Queue, err)
 	}
 	if err := jet.DeleteDead(ctx, c.js, seq); err != nil {

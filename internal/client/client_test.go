@@ -23,6 +23,7 @@ import (
 	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/results/resultstest"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // Servers, connections, stores and subscriptions are all closed in cleanups.
@@ -140,7 +141,7 @@ func TestValidation(t *testing.T) {
 					err := enqueue()
 					require.Error(t, err)
 					if tc.field != "" {
-						var fe *client.FieldError
+						var fe *task.FieldError
 						require.ErrorAs(t, err, &fe)
 						require.Equal(t, tc.field, fe.Field, err.Error())
 						require.ErrorIs(t, err, client.ErrInvalid)
@@ -154,8 +155,8 @@ func TestValidation(t *testing.T) {
 		}
 	})
 	// Nothing was published or recorded.
-	require.Zero(t, b.streamMsgs(t, jet.StreamTasks))
-	require.Zero(t, b.streamMsgs(t, jet.StreamDelayed))
+	require.Zero(t, b.streamMsgs(t, wire.StreamTasks))
+	require.Zero(t, b.streamMsgs(t, wire.StreamDelayed))
 	require.Zero(t, b.taskKeys(t))
 }
 
@@ -165,7 +166,7 @@ func TestUnknownTaskWithoutCheck(t *testing.T) {
 	res, err := b.client.Enqueue(t.Context(), client.Request{Task: "not.registered"})
 	require.NoError(t, err)
 	require.NotEmpty(t, res.ID)
-	require.EqualValues(t, 1, b.streamMsgs(t, jet.StreamTasks))
+	require.EqualValues(t, 1, b.streamMsgs(t, wire.StreamTasks))
 }
 
 func TestEnqueue(t *testing.T) {
@@ -203,23 +204,23 @@ func TestEnqueue(t *testing.T) {
 	require.Positive(t, ttl)
 
 	// The message in TASKS.
-	require.EqualValues(t, 1, b.streamMsgs(t, jet.StreamTasks))
-	raw, err := b.lastMsg(t, jet.StreamTasks, jet.TaskSubject(task.DefaultQueue, "email.send"))
+	require.EqualValues(t, 1, b.streamMsgs(t, wire.StreamTasks))
+	raw, err := b.lastMsg(t, wire.StreamTasks, wire.TaskSubject(task.DefaultQueue, "email.send"))
 	require.NoError(t, err)
 	h := raw.Header
-	require.Equal(t, res.ID, h.Get(task.HeaderMsgID))
-	require.Equal(t, res.ID, h.Get(task.HeaderID))
-	require.Equal(t, "email.send", h.Get(task.HeaderTask))
-	require.Equal(t, expires.Format(time.RFC3339Nano), h.Get(task.HeaderExpires))
-	require.Equal(t, "2", h.Get(task.HeaderMaxRetries))
-	require.Equal(t, "30s", h.Get(task.HeaderTimeout))
-	require.Equal(t, "cli", h.Get(task.HeaderOrigin))
-	require.Empty(t, h.Get(task.HeaderQueue), "the subject names the queue")
-	require.Equal(t, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", h.Get(task.HeaderTraceparent))
-	require.Empty(t, h.Get(task.HeaderNotify))
+	require.Equal(t, res.ID, h.Get(wire.HeaderMsgID))
+	require.Equal(t, res.ID, h.Get(wire.HeaderID))
+	require.Equal(t, "email.send", h.Get(wire.HeaderTask))
+	require.Equal(t, expires.Format(time.RFC3339Nano), h.Get(wire.HeaderExpires))
+	require.Equal(t, "2", h.Get(wire.HeaderMaxRetries))
+	require.Equal(t, "30s", h.Get(wire.HeaderTimeout))
+	require.Equal(t, "cli", h.Get(wire.HeaderOrigin))
+	require.Empty(t, h.Get(wire.HeaderQueue), "the subject names the queue")
+	require.Equal(t, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", h.Get(wire.HeaderTraceparent))
+	require.Empty(t, h.Get(wire.HeaderNotify))
 	require.JSONEq(t, `{"to":"ops@example.com"}`, string(raw.Data))
 
-	env, err := jet.DecodeTask(raw.Subject, raw.Header, raw.Data)
+	env, err := wire.DecodeTask(raw.Subject, raw.Header, raw.Data)
 	require.NoError(t, err)
 	want := &task.Envelope{
 		ID: res.ID, Name: "email.send", Queue: task.DefaultQueue, Args: json.RawMessage(`{"to":"ops@example.com"}`),
@@ -233,7 +234,7 @@ func TestEnqueue(t *testing.T) {
 	// The "sent" event.
 	ev, err := sent.NextMsg(5 * time.Second)
 	require.NoError(t, err)
-	require.Equal(t, jet.EventSubject(jet.EventSent, task.DefaultQueue, "email.send"), ev.Subject)
+	require.Equal(t, wire.EventSubject(wire.EventSent, task.DefaultQueue, "email.send"), ev.Subject)
 	var body map[string]any
 	require.NoError(t, json.Unmarshal(ev.Data, &body))
 	require.Equal(t, res.ID, body["id"])
@@ -250,11 +251,11 @@ func TestEnqueueDefaults(t *testing.T) {
 	// The registered queue is the default queue of the task.
 	res, err := b.client.Enqueue(t.Context(), client.Request{Task: "report.build"})
 	require.NoError(t, err)
-	raw, err := b.lastMsg(t, jet.StreamTasks, jet.TaskSubject("reports", "report.build"))
+	raw, err := b.lastMsg(t, wire.StreamTasks, wire.TaskSubject("reports", "report.build"))
 	require.NoError(t, err)
-	require.Equal(t, res.ID, raw.Header.Get(task.HeaderID))
+	require.Equal(t, res.ID, raw.Header.Get(wire.HeaderID))
 	require.JSONEq(t, `{}`, string(raw.Data), "no args go out as an empty object")
-	require.Empty(t, raw.Header.Get(task.HeaderMaxRetries), "no override: the worker's default applies")
+	require.Empty(t, raw.Header.Get(wire.HeaderMaxRetries), "no override: the worker's default applies")
 	st, err := b.client.Get(t.Context(), res.ID)
 	require.NoError(t, err)
 	require.Equal(t, "reports", st.Queue)
@@ -262,16 +263,16 @@ func TestEnqueueDefaults(t *testing.T) {
 	// An explicit queue wins.
 	res, err = b.client.Enqueue(t.Context(), client.Request{Task: "report.build", Queue: "default"})
 	require.NoError(t, err)
-	raw, err = b.lastMsg(t, jet.StreamTasks, jet.TaskSubject("default", "report.build"))
+	raw, err = b.lastMsg(t, wire.StreamTasks, wire.TaskSubject("default", "report.build"))
 	require.NoError(t, err)
-	require.Equal(t, res.ID, raw.Header.Get(task.HeaderID))
+	require.Equal(t, res.ID, raw.Header.Get(wire.HeaderID))
 
 	// A task without results records nothing.
 	res, err = b.client.Enqueue(t.Context(), client.Request{Task: "metrics.push"})
 	require.NoError(t, err)
 	_, err = b.client.Get(t.Context(), res.ID)
 	require.ErrorIs(t, err, results.ErrNotFound)
-	_, err = b.lastMsg(t, jet.StreamTasks, jet.TaskSubject("default", "metrics.push"))
+	_, err = b.lastMsg(t, wire.StreamTasks, wire.TaskSubject("default", "metrics.push"))
 	require.NoError(t, err)
 }
 
@@ -301,11 +302,11 @@ func TestIdempotencyKey(t *testing.T) {
 					require.Equal(t, first.ID, again.ID, "the first task's id")
 				}
 			}
-			require.EqualValues(t, 1, b.streamMsgs(t, jet.StreamTasks))
-			raw, err := b.lastMsg(t, jet.StreamTasks, jet.TaskSubject(task.DefaultQueue, "order.charge"))
+			require.EqualValues(t, 1, b.streamMsgs(t, wire.StreamTasks))
+			raw, err := b.lastMsg(t, wire.StreamTasks, wire.TaskSubject(task.DefaultQueue, "order.charge"))
 			require.NoError(t, err)
-			require.Equal(t, "charge-42", raw.Header.Get(task.HeaderMsgID))
-			require.Equal(t, first.ID, raw.Header.Get(task.HeaderID))
+			require.Equal(t, "charge-42", raw.Header.Get(wire.HeaderMsgID))
+			require.Equal(t, first.ID, raw.Header.Get(wire.HeaderID))
 			if !tc.noStore {
 				require.Equal(t, 1, b.taskKeys(t), "duplicates leave no state behind")
 			}
@@ -335,7 +336,7 @@ func TestIdempotencyKeyConcurrent(t *testing.T) {
 		}
 	}
 	require.Equal(t, n-1, dups)
-	require.EqualValues(t, 1, b.streamMsgs(t, jet.StreamTasks))
+	require.EqualValues(t, 1, b.streamMsgs(t, wire.StreamTasks))
 }
 
 func TestQueueFull(t *testing.T) {
@@ -353,13 +354,13 @@ func TestQueueFull(t *testing.T) {
 	require.Contains(t, err.Error(), task.DefaultQueue, "the error names the queue")
 
 	// Nothing was dropped to make room, and the refused task left nothing behind.
-	require.EqualValues(t, 5, b.streamMsgs(t, jet.StreamTasks))
-	s, err := b.js.Stream(t.Context(), jet.StreamTasks)
+	require.EqualValues(t, 5, b.streamMsgs(t, wire.StreamTasks))
+	s, err := b.js.Stream(t.Context(), wire.StreamTasks)
 	require.NoError(t, err)
 	for i, id := range ids {
 		m, err := s.GetMsg(t.Context(), uint64(i+1))
 		require.NoError(t, err)
-		require.Equal(t, id, m.Header.Get(task.HeaderID))
+		require.Equal(t, id, m.Header.Get(wire.HeaderID))
 	}
 	require.Equal(t, 5, b.taskKeys(t))
 	bound, err := b.store.ClaimIdempotencyKey(t.Context(), "sixth", "other", time.Minute)
@@ -371,7 +372,7 @@ func TestQueueFull(t *testing.T) {
 	for _, err := range errs {
 		require.ErrorIs(t, err, client.ErrQueueFull)
 	}
-	require.EqualValues(t, 5, b.streamMsgs(t, jet.StreamTasks))
+	require.EqualValues(t, 5, b.streamMsgs(t, wire.StreamTasks))
 	require.Equal(t, 5, b.taskKeys(t))
 }
 
@@ -408,7 +409,7 @@ func TestServerSizeLimits(t *testing.T) {
 			}
 		})
 	}
-	require.Zero(t, b.streamMsgs(t, jet.StreamTasks))
+	require.Zero(t, b.streamMsgs(t, wire.StreamTasks))
 	require.Zero(t, b.taskKeys(t))
 }
 
@@ -433,36 +434,36 @@ func TestDelayed(t *testing.T) {
 			require.Equal(t, task.StatePending, st.State)
 
 			// The schedule waits in DELAYED; nothing is on TASKS yet.
-			at, err := b.lastMsg(t, jet.StreamDelayed, jet.DelayedSubject(res.ID))
+			at, err := b.lastMsg(t, wire.StreamDelayed, wire.DelayedSubject(res.ID))
 			if err == nil {
-				require.Equal(t, res.ID, at.Header.Get(task.HeaderID))
-				require.Equal(t, jet.DueSubject(res.ID), at.Header.Get(jetstream.ScheduleTargetHeader))
+				require.Equal(t, res.ID, at.Header.Get(wire.HeaderID))
+				require.Equal(t, wire.DueSubject(res.ID), at.Header.Get(jetstream.ScheduleTargetHeader))
 				require.True(t, strings.HasPrefix(at.Header.Get(jetstream.ScheduleHeader), "@at "), at.Header.Get(jetstream.ScheduleHeader))
 			} else {
 				// Only acceptable if it already fired.
 				require.ErrorIs(t, err, jetstream.ErrMsgNotFound)
 			}
-			require.Zero(t, b.streamMsgs(t, jet.StreamTasks))
+			require.Zero(t, b.streamMsgs(t, wire.StreamTasks))
 
 			// When due, the server puts it on delayed.due.<id> with the task's
 			// headers, and removes the schedule.
 			var due *jetstream.RawStreamMsg
 			require.Eventually(t, func() bool {
-				due, err = b.lastMsg(t, jet.StreamDelayed, jet.DueSubject(res.ID))
+				due, err = b.lastMsg(t, wire.StreamDelayed, wire.DueSubject(res.ID))
 				return err == nil
 			}, 5*time.Second, 20*time.Millisecond)
-			require.Equal(t, task.DefaultQueue, due.Header.Get(task.HeaderQueue), "off tasks.<queue>.<task>, the queue travels in a header")
-			env, err := jet.DecodeTask(due.Subject, due.Header, due.Data)
+			require.Equal(t, task.DefaultQueue, due.Header.Get(wire.HeaderQueue), "off tasks.<queue>.<task>, the queue travels in a header")
+			env, err := wire.DecodeTask(due.Subject, due.Header, due.Data)
 			require.NoError(t, err)
 			require.Equal(t, res.ID, env.ID)
 			require.Equal(t, "email.send", env.Name)
 			require.Equal(t, task.DefaultQueue, env.Queue)
 			require.JSONEq(t, `{"to":"x"}`, string(env.Args))
 			require.Eventually(t, func() bool {
-				_, err := b.lastMsg(t, jet.StreamDelayed, jet.DelayedSubject(res.ID))
+				_, err := b.lastMsg(t, wire.StreamDelayed, wire.DelayedSubject(res.ID))
 				return errors.Is(err, jetstream.ErrMsgNotFound)
 			}, 5*time.Second, 20*time.Millisecond)
-			require.Zero(t, b.streamMsgs(t, jet.StreamTasks), "moving it into TASKS is the worker's job")
+			require.Zero(t, b.streamMsgs(t, wire.StreamTasks), "moving it into TASKS is the worker's job")
 		})
 	}
 }
@@ -472,10 +473,10 @@ func TestETAInThePastRunsNow(t *testing.T) {
 	b := setup(t, opts{})
 	res, err := b.client.Enqueue(t.Context(), client.Request{Task: "email.send", ETA: time.Now().Add(-time.Hour)})
 	require.NoError(t, err)
-	raw, err := b.lastMsg(t, jet.StreamTasks, jet.TaskSubject(task.DefaultQueue, "email.send"))
+	raw, err := b.lastMsg(t, wire.StreamTasks, wire.TaskSubject(task.DefaultQueue, "email.send"))
 	require.NoError(t, err)
-	require.Equal(t, res.ID, raw.Header.Get(task.HeaderID))
-	require.Zero(t, b.streamMsgs(t, jet.StreamDelayed))
+	require.Equal(t, res.ID, raw.Header.Get(wire.HeaderID))
+	require.Zero(t, b.streamMsgs(t, wire.StreamDelayed))
 }
 
 func TestEnqueueMany(t *testing.T) {
@@ -497,7 +498,7 @@ func TestEnqueueMany(t *testing.T) {
 		require.False(t, seen[out[i].ID], "ids are unique")
 		seen[out[i].ID] = true
 	}
-	require.EqualValues(t, n, b.streamMsgs(t, jet.StreamTasks))
+	require.EqualValues(t, n, b.streamMsgs(t, wire.StreamTasks))
 	require.Equal(t, n, b.taskKeys(t))
 	for _, i := range []int{0, 1, n / 2, n - 1} {
 		st, err := b.client.Get(t.Context(), out[i].ID)
@@ -518,7 +519,7 @@ func TestEnqueueManyMixed(t *testing.T) {
 		{Task: "a.ok", Countdown: time.Hour},
 	})
 	require.NoError(t, errs[0])
-	var fe *client.FieldError
+	var fe *task.FieldError
 	require.ErrorAs(t, errs[1], &fe)
 	require.Equal(t, "task", fe.Field)
 	require.Empty(t, out[1].ID)
@@ -528,8 +529,8 @@ func TestEnqueueManyMixed(t *testing.T) {
 	require.True(t, out[3].Duplicate)
 	require.NoError(t, errs[4])
 
-	require.EqualValues(t, 2, b.streamMsgs(t, jet.StreamTasks))
-	require.EqualValues(t, 1, b.streamMsgs(t, jet.StreamDelayed))
+	require.EqualValues(t, 2, b.streamMsgs(t, wire.StreamTasks))
+	require.EqualValues(t, 1, b.streamMsgs(t, wire.StreamDelayed))
 	_, err := b.client.Get(t.Context(), out[3].ID)
 	require.ErrorIs(t, err, results.ErrNotFound, "the duplicate's PENDING state is undone")
 	require.Equal(t, 3, b.taskKeys(t))
@@ -586,10 +587,10 @@ func TestWait(t *testing.T) {
 // to the task's Flotilla-Notify subject, as the worker does.
 func serveNotify(t *testing.T, b *bundle) {
 	t.Helper()
-	cons, err := b.js.Consumer(t.Context(), jet.StreamTasks, jet.ConsumerName(task.DefaultQueue))
+	cons, err := b.js.Consumer(t.Context(), wire.StreamTasks, wire.ConsumerName(task.DefaultQueue))
 	require.NoError(t, err)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		env, err := jet.DecodeTask(m.Subject(), m.Headers(), m.Data())
+		env, err := wire.DecodeTask(m.Subject(), m.Headers(), m.Data())
 		if err != nil {
 			_ = m.Term()
 			return
@@ -598,7 +599,7 @@ func serveNotify(t *testing.T, b *bundle) {
 		st := results.State{ID: env.ID, Task: env.Name, Queue: env.Queue, State: task.StateSuccess, Result: env.Args, FinishedAt: &now}
 		_ = b.store.Set(context.Background(), env.ID, results.Update{State: st.State, Result: st.Result, FinishedAt: now})
 		_ = m.Ack()
-		if to := m.Headers().Get(task.HeaderNotify); to != "" {
+		if to := m.Headers().Get(wire.HeaderNotify); to != "" {
 			data, _ := json.Marshal(st)
 			_ = b.nc.Publish(to, data)
 		}

@@ -102,6 +102,10 @@ type Tasks struct {
 	MaxRetries int `koanf:"max_retries"`
 	// Timeout is the default per-attempt handler timeout. Default 5m.
 	Timeout time.Duration `koanf:"timeout"`
+	// TimeoutGrace is how long a handler whose context ended (timeout,
+	// shutdown) may take to return before its attempt is finished without
+	// it and its goroutine abandoned. Default 5s.
+	TimeoutGrace time.Duration `koanf:"timeout_grace"`
 	// RetryBackoff is the base of the exponential retry delay. Default 1s.
 	RetryBackoff time.Duration `koanf:"retry_backoff"`
 	// RetryBackoffMax caps the retry delay. Default 10m.

@@ -81,6 +81,7 @@ func TestLoadDefaultsWorker(t *testing.T) {
 			MaxBodyBytes:    1 << 20,
 			MaxRetries:      3,
 			Timeout:         5 * time.Minute,
+			TimeoutGrace:    5 * time.Second,
 			RetryBackoff:    time.Second,
 			RetryBackoffMax: 10 * time.Minute,
 			ResultTTL:       24 * time.Hour,

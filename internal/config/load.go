@@ -182,6 +182,7 @@ func defaults(role string) map[string]any {
 		"tasks.max_body_bytes":    int64(1 << 20),
 		"tasks.max_retries":       3,
 		"tasks.timeout":           5 * time.Minute,
+		"tasks.timeout_grace":     5 * time.Second,
 		"tasks.retry_backoff":     time.Second,
 		"tasks.retry_backoff_max": 10 * time.Minute,
 		"tasks.result_ttl":        24 * time.Hour,

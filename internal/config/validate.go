@@ -84,6 +84,7 @@ func (c Config) Validate() error {
 	}
 	v.notNegative("tasks.max_retries", int64(c.Tasks.MaxRetries))
 	v.positive("tasks.timeout", c.Tasks.Timeout)
+	v.positive("tasks.timeout_grace", c.Tasks.TimeoutGrace)
 	v.positive("tasks.retry_backoff", c.Tasks.RetryBackoff)
 	v.positive("tasks.retry_backoff_max", c.Tasks.RetryBackoffMax)
 	if c.Tasks.RetryBackoff > 0 && c.Tasks.RetryBackoffMax > 0 && c.Tasks.RetryBackoffMax < c.Tasks.RetryBackoff {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/flotilla/flotilla/internal/wire"
 	"github.com/flotilla/flotilla/streams"
 )
 
@@ -46,7 +47,7 @@ func LoadTopology(p TopologyParams) (Topology, error) {
 		if p.Replicas > 0 {
 			sc.Replicas = p.Replicas
 		}
-		if sc.Name == StreamTasks {
+		if sc.Name == wire.StreamTasks {
 			if p.TaskMaxMsgs != 0 {
 				sc.MaxMsgs = p.TaskMaxMsgs
 			}
@@ -84,9 +85,9 @@ func decodeFile(name string, v any) error {
 // QueueConsumer returns the consumer config of queue q derived from the template.
 func (t Topology) QueueConsumer(q string) jetstream.ConsumerConfig {
 	c := t.Consumer
-	c.Durable = ConsumerName(q)
+	c.Durable = wire.ConsumerName(q)
 	c.Name = ""
-	c.FilterSubject = QueueFilter(q)
+	c.FilterSubject = wire.QueueFilter(q)
 	c.Description = "Queue " + q + ": shared by every worker of the queue"
 	return c
 }
@@ -164,13 +165,13 @@ func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c
 // ApplyQueues creates or updates the durable consumer q-<queue> of each
 // queue, and the delayed-mover consumer on DELAYED.
 func ApplyQueues(ctx context.Context, js jetstream.JetStream, t Topology, queues []string) error {
-	if err := retryTransient(ctx, func() error { return applyConsumer(ctx, js, StreamDelayed, t.Mover) }); err != nil {
-		return fmt.Errorf("apply consumer %s on %s: %w", t.Mover.Durable, StreamDelayed, err)
+	if err := retryTransient(ctx, func() error { return applyConsumer(ctx, js, wire.StreamDelayed, t.Mover) }); err != nil {
+		return fmt.Errorf("apply consumer %s on %s: %w", t.Mover.Durable, wire.StreamDelayed, err)
 	}
 	for _, q := range queues {
 		cc := t.QueueConsumer(q)
-		if err := retryTransient(ctx, func() error { return applyConsumer(ctx, js, StreamTasks, cc) }); err != nil {
-			return fmt.Errorf("apply consumer %s on %s: %w", cc.Durable, StreamTasks, err)
+		if err := retryTransient(ctx, func() error { return applyConsumer(ctx, js, wire.StreamTasks, cc) }); err != nil {
+			return fmt.Errorf("apply consumer %s on %s: %w", cc.Durable, wire.StreamTasks, err)
 		}
 	}
 	return nil

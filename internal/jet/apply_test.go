@@ -10,6 +10,7 @@ import (
 
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/jet/jettest"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 func mustStream(t *testing.T, top jet.Topology, name string) jetstream.StreamConfig {
@@ -28,11 +29,11 @@ func TestLoadTopologyDefaults(t *testing.T) {
 	for _, s := range top.Streams {
 		names = append(names, s.Name)
 	}
-	require.ElementsMatch(t, []string{jet.StreamTasks, jet.StreamEvents, jet.StreamDead, jet.StreamDelayed}, names)
+	require.ElementsMatch(t, []string{wire.StreamTasks, wire.StreamEvents, wire.StreamDead, wire.StreamDelayed}, names)
 	_, ok := top.Stream("NOPE")
 	require.False(t, ok)
 
-	tasks := mustStream(t, top, jet.StreamTasks)
+	tasks := mustStream(t, top, wire.StreamTasks)
 	require.Equal(t, []string{"tasks.>"}, tasks.Subjects)
 	require.Equal(t, jetstream.WorkQueuePolicy, tasks.Retention)
 	require.Equal(t, jetstream.DiscardNew, tasks.Discard, "a full queue must refuse new work, never drop old work")
@@ -42,24 +43,24 @@ func TestLoadTopologyDefaults(t *testing.T) {
 	require.Positive(t, tasks.MaxBytes, "TASKS must be bounded")
 	require.Equal(t, 1, tasks.Replicas)
 
-	delayed := mustStream(t, top, jet.StreamDelayed)
+	delayed := mustStream(t, top, wire.StreamDelayed)
 	require.True(t, delayed.AllowMsgSchedules)
 	require.Equal(t, []string{"delayed.>"}, delayed.Subjects)
 	require.GreaterOrEqual(t, delayed.Duplicates, 2*time.Minute)
 
-	events := mustStream(t, top, jet.StreamEvents)
+	events := mustStream(t, top, wire.StreamEvents)
 	require.Equal(t, jetstream.LimitsPolicy, events.Retention)
 	require.Equal(t, 24*time.Hour, events.MaxAge)
 
-	dead := mustStream(t, top, jet.StreamDead)
+	dead := mustStream(t, top, wire.StreamDead)
 	require.Equal(t, jetstream.LimitsPolicy, dead.Retention)
 	require.Equal(t, 14*24*time.Hour, dead.MaxAge)
 
-	require.Equal(t, jet.ConsumerName(task0), top.Consumer.Durable)
-	require.Equal(t, jet.QueueFilter(task0), top.Consumer.FilterSubject)
+	require.Equal(t, wire.ConsumerName(task0), top.Consumer.Durable)
+	require.Equal(t, wire.QueueFilter(task0), top.Consumer.FilterSubject)
 	require.Equal(t, jetstream.AckExplicitPolicy, top.Consumer.AckPolicy)
-	require.Equal(t, jet.MoverConsumer, top.Mover.Durable)
-	require.Equal(t, jet.DueFilter, top.Mover.FilterSubject)
+	require.Equal(t, wire.ConsumerMover, top.Mover.Durable)
+	require.Equal(t, wire.DueFilter, top.Mover.FilterSubject)
 	require.Equal(t, jetstream.AckExplicitPolicy, top.Mover.AckPolicy)
 }
 
@@ -96,10 +97,10 @@ func TestLoadTopologyParams(t *testing.T) {
 			name: "task limits apply to TASKS only",
 			p:    jet.TopologyParams{TaskMaxMsgs: 5, TaskMaxBytes: 4096},
 			check: func(t *testing.T, top jet.Topology) {
-				tasks := mustStream(t, top, jet.StreamTasks)
+				tasks := mustStream(t, top, wire.StreamTasks)
 				require.EqualValues(t, 5, tasks.MaxMsgs)
 				require.EqualValues(t, 4096, tasks.MaxBytes)
-				for _, name := range []string{jet.StreamEvents, jet.StreamDead, jet.StreamDelayed} {
+				for _, name := range []string{wire.StreamEvents, wire.StreamDead, wire.StreamDelayed} {
 					require.Equal(t, mustStream(t, def, name), mustStream(t, top, name), name)
 				}
 			},
@@ -168,14 +169,14 @@ func checkApplied(t *testing.T, js jetstream.JetStream, top jet.Topology, queues
 		require.Equal(t, want.Replicas, got.Replicas, want.Name)
 		require.Equal(t, want.AllowMsgSchedules, got.AllowMsgSchedules, want.Name)
 	}
-	mover, err := js.Consumer(ctx, jet.StreamDelayed, jet.MoverConsumer)
+	mover, err := js.Consumer(ctx, wire.StreamDelayed, wire.ConsumerMover)
 	require.NoError(t, err)
-	require.Equal(t, jet.DueFilter, mover.CachedInfo().Config.FilterSubject)
+	require.Equal(t, wire.DueFilter, mover.CachedInfo().Config.FilterSubject)
 	for _, q := range queues {
-		c, err := js.Consumer(ctx, jet.StreamTasks, jet.ConsumerName(q))
+		c, err := js.Consumer(ctx, wire.StreamTasks, wire.ConsumerName(q))
 		require.NoError(t, err)
 		cfg := c.CachedInfo().Config
-		require.Equal(t, jet.QueueFilter(q), cfg.FilterSubject)
+		require.Equal(t, wire.QueueFilter(q), cfg.FilterSubject)
 		require.Equal(t, top.Consumer.AckWait, cfg.AckWait)
 		require.Equal(t, jetstream.AckExplicitPolicy, cfg.AckPolicy)
 	}
@@ -199,8 +200,8 @@ func TestApplyIdempotent(t *testing.T) {
 	for n := range js.StreamNames(t.Context()).Name() {
 		names = append(names, n)
 	}
-	require.ElementsMatch(t, []string{jet.StreamTasks, jet.StreamEvents, jet.StreamDead, jet.StreamDelayed}, names)
-	s, err := js.Stream(t.Context(), jet.StreamTasks)
+	require.ElementsMatch(t, []string{wire.StreamTasks, wire.StreamEvents, wire.StreamDead, wire.StreamDelayed}, names)
+	s, err := js.Stream(t.Context(), wire.StreamTasks)
 	require.NoError(t, err)
 	var consumers []string
 	for n := range s.ConsumerNames(t.Context()).Name() {
@@ -283,7 +284,7 @@ func TestApplyCluster(t *testing.T) {
 				info.Cluster.Leader != "" && len(info.Cluster.Replicas) == 2
 		}, 10*time.Second, 50*time.Millisecond, sc.Name)
 	}
-	cons, err := js.Consumer(t.Context(), jet.StreamTasks, jet.ConsumerName("default"))
+	cons, err := js.Consumer(t.Context(), wire.StreamTasks, wire.ConsumerName("default"))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		info, err := cons.Info(t.Context())

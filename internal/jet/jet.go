@@ -1,6 +1,8 @@
-// Package jet owns Flotilla's use of NATS JetStream: connecting, the embedded
-// dev server, applying the streams/ topology, and the task message format
-// (headers + JSON body). It does not run handlers or store results.
+// Package jet owns Flotilla's use of NATS and JetStream: connecting, the
+// embedded dev server, applying the streams/ topology, publishing lifecycle
+// events, reading and deleting dead letters, queue statistics, and turning
+// JetStream's error codes into answers. Message shapes and names are package
+// wire's; jet does not run handlers or store results.
 package jet
 
 import (

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
@@ -48,7 +50,7 @@ func Translate(err error) *HTTPError {
 	if errors.As(err, &he) {
 		return he
 	}
-	var fe *client.FieldError
+	var fe *task.FieldError
 	var ee *echo.HTTPError
 	switch {
 	case errors.As(err, &fe):
@@ -105,8 +107,8 @@ type Check struct {
 }
 
 // MountHealth adds /healthz (liveness, with extra fields from info), /readyz
-// (every check, 503 if one fails) and /metrics to e.
-func MountHealth(e *echo.Echo, role string, checks []Check, info func() map[string]any) {
+// (every check, 503 if one fails) and /metrics (the role's own registry) to e.
+func MountHealth(e *echo.Echo, role string, checks []Check, info func() map[string]any, metrics prometheus.Gatherer) {
 	e.GET("/healthz", func(c echo.Context) error {
 		body := map[string]any{"status": "ok", "role": role}
 		if info != nil {
@@ -131,7 +133,17 @@ func MountHealth(e *echo.Echo, role string, checks []Check, info func() map[stri
 		}
 		return c.JSON(status, map[string]any{"ready": status == http.StatusOK, "role": role, "checks": out})
 	})
-	e.GET("/metrics", echo.WrapHandler(promhttp.Handler()))
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(metrics, promhttp.HandlerOpts{})))
+}
+
+// NewRole returns the echo instance of an HTTP role (web, api): Flotilla's
+// error handler, request metrics and panic recovery, /healthz, /readyz and
+// /metrics (metrics, a registry of the role's own).
+func NewRole(role string, log zerolog.Logger, metrics *prometheus.Registry, checks []Check) *echo.Echo {
+	e := NewEcho(log)
+	e.Use(Metrics(metrics), middleware.Recover())
+	MountHealth(e, role, checks, nil, metrics)
+	return e
 }
 
 // NewEcho returns an echo instance with Flotilla's error handler and no banner.

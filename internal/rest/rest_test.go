@@ -99,8 +99,8 @@ func TestParseEnqueue(t *testing.T) {
 				require.Equal(t, tc.want, got)
 				return
 			}
-			var he *rest.HTTPError
-			require.ErrorAs(t, err, &he)
+			require.Error(t, err)
+			he := rest.Translate(err)
 			require.Equal(t, tc.status, he.Status, he.Error())
 			require.Equal(t, tc.code, he.Body.Code, he.Error())
 			require.Equal(t, tc.field, he.Body.Field, he.Error())
@@ -123,8 +123,8 @@ func TestTranslate(t *testing.T) {
 		field      string
 		retryAfter time.Duration
 	}{
-		{name: "field error", err: &client.FieldError{Field: "queue", Msg: "bad"}, status: 400, code: "invalid_field", field: "queue"},
-		{name: "wrapped field error", err: fmt.Errorf("enqueue: %w", &client.FieldError{Field: "eta", Msg: "bad"}), status: 400, code: "invalid_field", field: "eta"},
+		{name: "field error", err: &task.FieldError{Field: "queue", Msg: "bad"}, status: 400, code: "invalid_field", field: "queue"},
+		{name: "wrapped field error", err: fmt.Errorf("enqueue: %w", &task.FieldError{Field: "eta", Msg: "bad"}), status: 400, code: "invalid_field", field: "eta"},
 		{name: "unknown task", err: task.UnknownTaskError("x.y"), status: 404, code: "unknown_task", field: "task"},
 		{name: "not found", err: fmt.Errorf("get: %w", results.ErrNotFound), status: 404, code: "not_found"},
 		{name: "too large", err: fmt.Errorf("%w: args are 2 MiB", client.ErrTooLarge), status: 413, code: "too_large", field: "args"},
@@ -185,7 +185,7 @@ func TestErrorHandler(t *testing.T) {
 	var logs bytes.Buffer
 	e := rest.NewEcho(zerolog.New(&logs))
 	e.GET("/full", func(echo.Context) error { return fmt.Errorf("%w: queue default", client.ErrQueueFull) })
-	bad := func(echo.Context) error { return &client.FieldError{Field: "queue", Msg: "bad"} }
+	bad := func(echo.Context) error { return &task.FieldError{Field: "queue", Msg: "bad"} }
 	e.GET("/bad", bad)
 	e.HEAD("/bad", bad)
 	e.GET("/boom", func(echo.Context) error { return errors.New("boom") })
@@ -248,7 +248,7 @@ func TestMountHealth(t *testing.T) {
 			}
 			return nil
 		}},
-	}, func() map[string]any { return map[string]any{"version": "v1.2.3"} })
+	}, func() map[string]any { return map[string]any{"version": "v1.2.3"} }, rest.NewRegistry())
 
 	r := serve(e, http.MethodGet, "/healthz", "", nil)
 	require.Equal(t, http.StatusOK, r.status)
@@ -271,7 +271,7 @@ func TestMountHealth(t *testing.T) {
 func TestMountHealthWithoutInfo(t *testing.T) {
 	t.Parallel()
 	e := rest.NewEcho(zerolog.Nop())
-	rest.MountHealth(e, "worker", nil, nil)
+	rest.MountHealth(e, "worker", nil, nil, rest.NewRegistry())
 	r := serve(e, http.MethodGet, "/healthz", "", nil)
 	require.JSONEq(t, `{"status":"ok","role":"worker"}`, r.body)
 	r = serve(e, http.MethodGet, "/readyz", "", nil)

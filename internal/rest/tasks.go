@@ -23,19 +23,6 @@ type Enqueuer interface {
 	Get(ctx context.Context, id string) (results.State, error)
 }
 
-// EnqueueBody is the JSON of POST /api/v1/tasks.
-type EnqueueBody struct {
-	Task           string          `json:"task"`
-	Args           json.RawMessage `json:"args"`
-	Queue          string          `json:"queue"`
-	Countdown      string          `json:"countdown"`
-	ETA            string          `json:"eta"`
-	Expires        string          `json:"expires"`
-	MaxRetries     *int            `json:"max_retries"`
-	Timeout        string          `json:"timeout"`
-	IdempotencyKey string          `json:"idempotency_key"`
-}
-
 // TaskRoutes mounts POST /api/v1/tasks and GET /api/v1/tasks/:id.
 type TaskRoutes struct {
 	Client Enqueuer
@@ -85,9 +72,11 @@ func (r TaskRoutes) enqueue(c echo.Context) error {
 	return c.JSON(http.StatusAccepted, res)
 }
 
-// ParseEnqueue decodes and checks an enqueue body; every error names its field.
+// ParseEnqueue decodes an enqueue body strictly (an unknown field or a
+// value of the wrong type is an error naming the field) and parses it with
+// [client.EnqueueBody.Request].
 func ParseEnqueue(b []byte, now time.Time) (client.Request, error) {
-	var body EnqueueBody
+	var body client.EnqueueBody
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil {
@@ -96,45 +85,7 @@ func ParseEnqueue(b []byte, now time.Time) (client.Request, error) {
 	if dec.More() {
 		return client.Request{}, NewError(http.StatusBadRequest, "bad_json", "", "body holds more than one JSON value")
 	}
-	req := client.Request{
-		Task: body.Task, Queue: body.Queue, Args: body.Args,
-		MaxRetries: body.MaxRetries, IdempotencyKey: body.IdempotencyKey,
-	}
-	if body.Task == "" {
-		return req, NewError(http.StatusBadRequest, "invalid_field", "task", "task: required")
-	}
-	if s := strings.TrimSpace(string(body.Args)); s == "null" {
-		req.Args = nil
-	}
-	var err error
-	if body.Countdown != "" {
-		if req.Countdown, err = time.ParseDuration(body.Countdown); err != nil {
-			return req, NewError(http.StatusBadRequest, "invalid_field", "countdown", fmt.Sprintf("countdown: %q is not a Go duration such as 30s or 5m", body.Countdown))
-		}
-	}
-	if body.ETA != "" {
-		if req.ETA, err = time.Parse(time.RFC3339, body.ETA); err != nil {
-			return req, NewError(http.StatusBadRequest, "invalid_field", "eta", fmt.Sprintf("eta: %q is not an RFC 3339 time such as 2026-01-02T15:04:05Z", body.ETA))
-		}
-	}
-	if body.Expires != "" {
-		if t, perr := time.Parse(time.RFC3339, body.Expires); perr == nil {
-			req.Expires = t
-		} else if d, derr := time.ParseDuration(body.Expires); derr == nil {
-			if d <= 0 {
-				return req, NewError(http.StatusBadRequest, "invalid_field", "expires", "expires: duration must be positive")
-			}
-			req.Expires = now.Add(d)
-		} else {
-			return req, NewError(http.StatusBadRequest, "invalid_field", "expires", fmt.Sprintf("expires: %q is neither an RFC 3339 time nor a Go duration", body.Expires))
-		}
-	}
-	if body.Timeout != "" {
-		if req.Timeout, err = time.ParseDuration(body.Timeout); err != nil || req.Timeout <= 0 {
-			return req, NewError(http.StatusBadRequest, "invalid_field", "timeout", fmt.Sprintf("timeout: %q is not a positive Go duration", body.Timeout))
-		}
-	}
-	return req, nil
+	return body.Request(now)
 }
 
 func bodyError(err error) error {

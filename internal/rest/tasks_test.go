@@ -21,6 +21,7 @@ import (
 	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/results/resultstest"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 const maxBody = 1024
@@ -78,14 +79,14 @@ func TestTaskRoutes(t *testing.T) {
 	require.Equal(t, task.StatePending, accepted["state"])
 
 	// The message carries the origin and the caller's trace context.
-	s, err := r.js.Stream(t.Context(), jet.StreamTasks)
+	s, err := r.js.Stream(t.Context(), wire.StreamTasks)
 	require.NoError(t, err)
-	raw, err := s.GetLastMsgForSubject(t.Context(), jet.TaskSubject(task.DefaultQueue, "email.send"))
+	raw, err := s.GetLastMsgForSubject(t.Context(), wire.TaskSubject(task.DefaultQueue, "email.send"))
 	require.NoError(t, err)
-	require.Equal(t, id, raw.Header.Get(task.HeaderID))
-	require.Equal(t, "web", raw.Header.Get(task.HeaderOrigin))
-	require.Equal(t, traceparent, raw.Header.Get(task.HeaderTraceparent))
-	require.Equal(t, "2", raw.Header.Get(task.HeaderMaxRetries))
+	require.Equal(t, id, raw.Header.Get(wire.HeaderID))
+	require.Equal(t, "web", raw.Header.Get(wire.HeaderOrigin))
+	require.Equal(t, traceparent, raw.Header.Get(wire.HeaderTraceparent))
+	require.Equal(t, "2", raw.Header.Get(wire.HeaderMaxRetries))
 
 	// GET shows the recorded state.
 	got := serve(r.e, http.MethodGet, "/api/v1/tasks/"+id, "", nil)
@@ -184,11 +185,11 @@ func TestTaskRoutesDelayed(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, res.status, res.body)
 	var out client.Result
 	require.NoError(t, json.Unmarshal([]byte(res.body), &out))
-	s, err := r.js.Stream(t.Context(), jet.StreamDelayed)
+	s, err := r.js.Stream(t.Context(), wire.StreamDelayed)
 	require.NoError(t, err)
-	raw, err := s.GetLastMsgForSubject(t.Context(), jet.DelayedSubject(out.ID))
+	raw, err := s.GetLastMsgForSubject(t.Context(), wire.DelayedSubject(out.ID))
 	require.NoError(t, err)
-	exp, err := time.Parse(time.RFC3339Nano, raw.Header.Get(task.HeaderExpires))
+	exp, err := time.Parse(time.RFC3339Nano, raw.Header.Get(wire.HeaderExpires))
 	require.NoError(t, err)
 	require.WithinDuration(t, time.Now().Add(2*time.Hour), exp, time.Minute, "expires as a duration counts from now")
 }

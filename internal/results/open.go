@@ -18,16 +18,25 @@ func (quietLogger) Printf(context.Context, string, ...any) {}
 
 var quietOnce sync.Once
 
-// Open connects to the Redis at rawURL and pings it. The error names the
-// address and how to start a local Redis, never the password.
-func Open(ctx context.Context, rawURL string) (*redis.Client, error) {
+// Dial returns a client of the Redis at rawURL without talking to it: it
+// connects on first use and reconnects by itself.
+func Dial(rawURL string) (*redis.Client, error) {
 	quietOnce.Do(func() { redis.SetLogger(quietLogger{}) })
 	opt, err := redis.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("redis.url: %w", err)
 	}
 	opt.PoolSize = 128
-	rdb := redis.NewClient(opt)
+	return redis.NewClient(opt), nil
+}
+
+// Open connects to the Redis at rawURL and pings it. The error names the
+// address and how to start a local Redis, never the password.
+func Open(ctx context.Context, rawURL string) (*redis.Client, error) {
+	rdb, err := Dial(rawURL)
+	if err != nil {
+		return nil, err
+	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {

@@ -97,27 +97,13 @@ type Schedule struct {
 	UpdatedAt time.Time  `json:"updated_at"`
 }
 
-// FieldError names the field of a schedule that is wrong.
-type FieldError struct {
-	Field string
-	Msg   string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
-
-// ErrInvalid matches every FieldError.
-var ErrInvalid = errors.New("invalid schedule")
-
-// Is makes FieldError match ErrInvalid.
-func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
-
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$`)
 
 // ValidateName checks a schedule name: letters, digits and _ . : - , at most
 // 200 characters (it appears in Msg-Ids and URLs).
 func ValidateName(name string) error {
 	if !nameRE.MatchString(name) {
-		return &FieldError{"name", fmt.Sprintf("%q is invalid: want 1-200 characters of [A-Za-z0-9_.:-], starting with a letter or digit", name)}
+		return &task.FieldError{Field: "name", Msg: fmt.Sprintf("%q is invalid: want 1-200 characters of [A-Za-z0-9_.:-], starting with a letter or digit", name)}
 	}
 	return nil
 }
@@ -145,11 +131,12 @@ func (s *Schedule) Normalize() {
 	}
 }
 
-// Validate reports every problem of s, each a *FieldError, joined.
+// Validate reports every problem of s, each a *task.FieldError (matching
+// task.ErrInvalid), joined.
 func (s *Schedule) Validate() error {
 	var errs []error
 	add := func(field, format string, a ...any) {
-		errs = append(errs, &FieldError{field, fmt.Sprintf(format, a...)})
+		errs = append(errs, &task.FieldError{Field: field, Msg: fmt.Sprintf(format, a...)})
 	}
 	if err := ValidateName(s.Name); err != nil {
 		errs = append(errs, err)
@@ -229,13 +216,13 @@ func Compile(s Schedule) (*Compiled, error) {
 		if s.Timezone != "" {
 			loc, err := time.LoadLocation(s.Timezone)
 			if err != nil {
-				return nil, &FieldError{"timezone", fmt.Sprintf("unknown IANA time zone %q", s.Timezone)}
+				return nil, &task.FieldError{Field: "timezone", Msg: fmt.Sprintf("unknown IANA time zone %q", s.Timezone)}
 			}
 			c.loc = loc
 		}
 		cs, err := parser.Parse(s.Cron)
 		if err != nil {
-			return nil, &FieldError{"cron", fmt.Sprintf("%q: %v", s.Cron, err)}
+			return nil, &task.FieldError{Field: "cron", Msg: fmt.Sprintf("%q: %v", s.Cron, err)}
 		}
 		c.cron = cs
 		// The shortest gap over a sample of ticks bounds the spread.
@@ -253,7 +240,7 @@ func Compile(s Schedule) (*Compiled, error) {
 		}
 	} else {
 		if time.Duration(s.Interval) < MinInterval {
-			return nil, &FieldError{"interval", fmt.Sprintf("give a cron expression or an interval of at least %s", MinInterval)}
+			return nil, &task.FieldError{Field: "interval", Msg: fmt.Sprintf("give a cron expression or an interval of at least %s", MinInterval)}
 		}
 		c.period = time.Duration(s.Interval)
 	}
@@ -383,8 +370,12 @@ func (c *Compiled) Due(last, now time.Time, grace time.Duration) []time.Time {
 	return append(missed, onTime...)
 }
 
-// MsgID is the deduplication id of the fire of schedule name at t, the same
-// on every beat replica.
-func MsgID(name string, t time.Time) string {
-	return fmt.Sprintf("beat:%s:%d", name, t.Unix())
+// Run is the bookkeeping of schedule Name after a fire: its latest fire
+// FiredAt and its absolute run count Count (counted on from the value
+// loaded from the database), so that writing it twice — after a lost commit
+// acknowledgement — changes nothing.
+type Run struct {
+	Name    string
+	FiredAt time.Time
+	Count   int64
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/flotilla/flotilla/internal/task"
 )
 
 func tp(t time.Time) *time.Time { return &t }
@@ -52,8 +54,8 @@ func TestValidate(t *testing.T) {
 				require.NoError(t, err)
 				return
 			}
-			require.ErrorIs(t, err, ErrInvalid)
-			var fe *FieldError
+			require.ErrorIs(t, err, task.ErrInvalid)
+			var fe *task.FieldError
 			require.True(t, errors.As(err, &fe))
 			require.Equal(t, tc.field, fe.Field, "error: %v", err)
 		})
@@ -190,11 +192,6 @@ func TestDurationJSON(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, `"1m30s"`, string(b))
 	require.Error(t, json.Unmarshal([]byte(`{"interval":"soon"}`), &s))
-}
-
-func TestMsgID(t *testing.T) {
-	t.Parallel()
-	require.Equal(t, "beat:cache.refresh:1767225600", MsgID("cache.refresh", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)))
 }
 
 func FuzzCron(f *testing.F) {

@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/flotilla/flotilla/internal/schedule"
+	"github.com/flotilla/flotilla/internal/task"
 )
 
 // Sentinels of the store; web maps them to HTTP statuses.
@@ -31,7 +31,7 @@ const (
 // interpretError translates driver errors into the store's sentinels, once,
 // at the boundary (river's interpretError): no rows → [ErrNotFound], a
 // unique violation → [ErrConflict], a violated schedules_<field>_check →
-// a [schedule.FieldError] naming the field. Other errors pass through.
+// a [task.FieldError] naming the field. Other errors pass through.
 func interpretError(err error) error {
 	if err == nil {
 		return nil
@@ -46,7 +46,7 @@ func interpretError(err error) error {
 			return fmt.Errorf("%w: %s", ErrConflict, pgErr.Detail)
 		case codeCheckViolation:
 			field := strings.TrimSuffix(strings.TrimPrefix(pgErr.ConstraintName, "schedules_"), "_check")
-			return &schedule.FieldError{Field: field, Msg: "rejected by the database (constraint " + pgErr.ConstraintName + ")"}
+			return &task.FieldError{Field: field, Msg: "rejected by the database (constraint " + pgErr.ConstraintName + ")"}
 		}
 	}
 	return err

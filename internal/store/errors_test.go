@@ -7,9 +7,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/flotilla/flotilla/internal/schedule"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/store/storetest"
+	"github.com/flotilla/flotilla/internal/task"
 )
 
 func TestInterpretError(t *testing.T) {
@@ -26,10 +26,10 @@ func TestInterpretError(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrConflict)
 
 	err = store.InterpretError(insert(`('b', 'x.y', NULL, NULL)`))
-	var fe *schedule.FieldError
+	var fe *task.FieldError
 	require.ErrorAs(t, err, &fe)
 	require.Equal(t, "cron", fe.Field)
-	require.ErrorIs(t, err, schedule.ErrInvalid)
+	require.ErrorIs(t, err, task.ErrInvalid)
 
 	err = store.InterpretError(pool.QueryRow(ctx, "SELECT 1 FROM schedules WHERE name = 'zz'").Scan(new(int)))
 	require.ErrorIs(t, err, store.ErrNotFound)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flotilla/flotilla/internal/schedule"
 	"github.com/flotilla/flotilla/internal/store/dbsqlc"
+	"github.com/flotilla/flotilla/internal/task"
 )
 
 // ScheduleList returns every schedule, ordered by name. NextRunAt is not
@@ -41,7 +42,7 @@ func (s *Store) ScheduleGet(ctx context.Context, name string) (schedule.Schedule
 // ScheduleCreate stores a new runtime schedule (Source is set to
 // [schedule.SourceRuntime]; bookkeeping fields are ignored) and returns it
 // as stored. sc is normalized and validated first: an invalid schedule is a
-// [schedule.FieldError] (matching [schedule.ErrInvalid]). A schedule of the
+// [task.FieldError] (matching [task.ErrInvalid]). A schedule of the
 // same name is [ErrConflict].
 func (s *Store) ScheduleCreate(ctx context.Context, sc schedule.Schedule) (schedule.Schedule, error) {
 	sc.Source = schedule.SourceRuntime
@@ -161,23 +162,14 @@ func (s *Store) ScheduleSyncCode(ctx context.Context, scs []schedule.Schedule) e
 	return nil
 }
 
-// Run is the bookkeeping of schedule Name: its latest fire FiredAt and its
-// absolute run count Count. Writing one twice changes nothing (both only
-// move forward), so a batch whose commit acknowledgement was lost can be
-// retried safely.
-type Run struct {
-	Name    string
-	FiredAt time.Time
-	Count   int64
-}
-
-// ScheduleRecordRuns adds runs to the bookkeeping in one statement:
-// last_run_at becomes the latest of its value and FiredAt (it never moves
-// back, so batches may arrive out of order), run_count grows by Count, and
-// a one-off schedule disables itself. Several runs of one name add up.
-// Unknown names are ignored (the schedule was deleted meanwhile). Only a
-// one-off's disabling notifies listeners.
-func (s *Store) ScheduleRecordRuns(ctx context.Context, runs []Run) error {
+// ScheduleRecordRuns writes runs to the bookkeeping in one statement:
+// last_run_at becomes the latest of its value and FiredAt, run_count the
+// larger of its value and Count (neither moves back, so batches may arrive
+// out of order or twice), and a one-off schedule disables itself. Of
+// several runs of one name the latest counts. Unknown names are ignored
+// (the schedule was deleted meanwhile). Only a one-off's disabling
+// notifies listeners.
+func (s *Store) ScheduleRecordRuns(ctx context.Context, runs []schedule.Run) error {
 	if len(runs) == 0 {
 		return nil
 	}
@@ -199,7 +191,7 @@ func (s *Store) ScheduleRecordRuns(ctx context.Context, runs []Run) error {
 func prepare(sc *schedule.Schedule) error {
 	sc.Normalize()
 	if sc.CatchUpMax > math.MaxInt32 {
-		return &schedule.FieldError{Field: "catch_up_max", Msg: fmt.Sprintf("at most %d", math.MaxInt32)}
+		return &task.FieldError{Field: "catch_up_max", Msg: fmt.Sprintf("at most %d", math.MaxInt32)}
 	}
 	return sc.Validate()
 }

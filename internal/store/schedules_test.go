@@ -17,6 +17,7 @@ import (
 	"github.com/flotilla/flotilla/internal/schedule"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/store/storetest"
+	"github.com/flotilla/flotilla/internal/task"
 )
 
 type bundle struct {
@@ -165,8 +166,8 @@ func TestScheduleCreateInvalid(t *testing.T) {
 			sc := intervalSchedule("x")
 			tt.edit(&sc)
 			_, err := b.store.ScheduleCreate(ctx, sc)
-			require.ErrorIs(t, err, schedule.ErrInvalid)
-			var fe *schedule.FieldError
+			require.ErrorIs(t, err, task.ErrInvalid)
+			var fe *task.FieldError
 			require.ErrorAs(t, err, &fe)
 			require.Equal(t, tt.field, fe.Field)
 		})
@@ -214,7 +215,7 @@ func TestScheduleSyncCodeKeepsEnabledAndBookkeeping(t *testing.T) {
 	_, err := b.store.ScheduleSetEnabled(ctx, "code-a", false)
 	require.NoError(t, err)
 	fired := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []store.Run{{Name: "code-a", FiredAt: fired, Count: 7}}))
+	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []schedule.Run{{Name: "code-a", FiredAt: fired, Count: 7}}))
 	before, err := b.store.ScheduleGet(ctx, "code-c")
 	require.NoError(t, err)
 
@@ -256,7 +257,7 @@ func TestScheduleSyncCodeInvalid(t *testing.T) {
 	bad := intervalSchedule("bad-one")
 	bad.Interval = schedule.Duration(time.Millisecond)
 	err := b.store.ScheduleSyncCode(ctx, []schedule.Schedule{intervalSchedule("good-one"), bad})
-	require.ErrorIs(t, err, schedule.ErrInvalid)
+	require.ErrorIs(t, err, task.ErrInvalid)
 	require.ErrorContains(t, err, "bad-one")
 	list, err := b.store.ScheduleList(ctx)
 	require.NoError(t, err)
@@ -277,7 +278,7 @@ func TestScheduleRecordRuns(t *testing.T) {
 	require.NoError(t, err)
 
 	t0 := time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)
-	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []store.Run{
+	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []schedule.Run{
 		{Name: "a", FiredAt: t0, Count: 1},
 		{Name: "b", FiredAt: t0.Add(time.Minute), Count: 2},
 		{Name: "a", FiredAt: t0.Add(2 * time.Minute), Count: 4}, // same name twice: highest count and latest fire win
@@ -286,9 +287,9 @@ func TestScheduleRecordRuns(t *testing.T) {
 	}))
 	// An older batch arriving late moves neither field back, and writing a
 	// batch twice (a lost commit acknowledgement, retried) changes nothing.
-	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []store.Run{{Name: "b", FiredAt: t0, Count: 1}}))
-	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []store.Run{{Name: "b", FiredAt: t0.Add(time.Minute), Count: 3}}))
-	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []store.Run{{Name: "b", FiredAt: t0.Add(time.Minute), Count: 3}}))
+	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []schedule.Run{{Name: "b", FiredAt: t0, Count: 1}}))
+	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []schedule.Run{{Name: "b", FiredAt: t0.Add(time.Minute), Count: 3}}))
+	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []schedule.Run{{Name: "b", FiredAt: t0.Add(time.Minute), Count: 3}}))
 	require.NoError(t, b.store.ScheduleRecordRuns(ctx, nil))
 
 	tests := []struct {
@@ -319,7 +320,7 @@ func TestScheduleUpdatedAtTrigger(t *testing.T) {
 	b := setup(t)
 	created, err := b.store.ScheduleCreate(ctx, intervalSchedule("touch"))
 	require.NoError(t, err)
-	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []store.Run{{Name: "touch", FiredAt: time.Now(), Count: 1}}))
+	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []schedule.Run{{Name: "touch", FiredAt: time.Now(), Count: 1}}))
 	got, err := b.store.ScheduleGet(ctx, "touch")
 	require.NoError(t, err)
 	require.Equal(t, created.UpdatedAt, got.UpdatedAt)
@@ -412,7 +413,7 @@ func TestScheduleListen(t *testing.T) {
 
 	// Bookkeeping does not; the sentinel change after it proves nothing
 	// came in between (notifications arrive in commit order).
-	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []store.Run{{Name: name("sql"), FiredAt: time.Now(), Count: 1}}))
+	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []schedule.Run{{Name: name("sql"), FiredAt: time.Now(), Count: 1}}))
 	_, err = b.store.ScheduleCreate(ctx, intervalSchedule(name("sentinel")))
 	require.NoError(t, err)
 	require.Equal(t, name("sentinel"), next())

@@ -33,6 +33,10 @@ func Register(r *task.Registry) {
 type SleepArgs struct {
 	// MS is how long to sleep, in milliseconds.
 	MS int `json:"ms"`
+	// Uninterruptible sleeps ignoring the task's context, like a handler
+	// stuck in a call without a deadline: operators use it to check that
+	// hard timeouts fire on a live deployment.
+	Uninterruptible bool `json:"uninterruptible"`
 }
 
 // TaskName implements task.Args.
@@ -41,6 +45,10 @@ func (SleepArgs) TaskName() string { return "sys.sleep" }
 func sleep(ctx context.Context, _ *task.Envelope, a SleepArgs) (any, error) {
 	if a.MS < 0 {
 		return nil, task.Permanent(fmt.Errorf("ms must not be negative, got %d", a.MS))
+	}
+	if a.Uninterruptible {
+		time.Sleep(time.Duration(a.MS) * time.Millisecond)
+		return map[string]int{"slept_ms": a.MS}, nil
 	}
 	t := time.NewTimer(time.Duration(a.MS) * time.Millisecond)
 	defer t.Stop()

@@ -111,6 +111,16 @@ func TestSleep(t *testing.T) {
 		_, err := run(t, ctx, "sys.sleep", `{"ms":60000}`, 1)
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 	})
+	t.Run("uninterruptible ignores its context", func(t *testing.T) {
+		t.Parallel()
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		res, err := run(t, ctx, "sys.sleep", `{"ms":200,"uninterruptible":true}`, 1)
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond)
+		require.JSONEq(t, `{"slept_ms":200}`, string(res))
+	})
 	for _, tc := range []struct{ name, args string }{
 		{"negative", `{"ms":-1}`},
 		{"not a number", `{"ms":"10"}`},

@@ -46,20 +46,28 @@ func safeCall(ctx context.Context, h HandlerFunc, env *Envelope) (res any, err e
 	return h(ctx, env)
 }
 
-// ErrorType classifies a handler error for callers: "panic", "permanent",
-// "timeout" or "error".
+// Error types: how a failed attempt failed.
+const (
+	ErrorTypeError     = "error"
+	ErrorTypePermanent = "permanent"
+	ErrorTypePanic     = "panic"
+	ErrorTypeTimeout   = "timeout"
+)
+
+// ErrorType classifies a handler error: ErrorTypePanic, ErrorTypePermanent,
+// ErrorTypeTimeout or ErrorTypeError ("" for nil).
 func ErrorType(err error) string {
 	var pe *PanicError
 	switch {
 	case err == nil:
 		return ""
 	case errors.As(err, &pe):
-		return "panic"
+		return ErrorTypePanic
 	case IsPermanent(err):
-		return "permanent"
+		return ErrorTypePermanent
 	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
+		return ErrorTypeTimeout
 	default:
-		return "error"
+		return ErrorTypeError
 	}
 }

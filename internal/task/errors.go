@@ -58,3 +58,23 @@ type PanicError struct {
 }
 
 func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
+
+// ErrInvalid matches every [FieldError]: a request (an enqueue, a schedule)
+// that names a wrong field.
+var ErrInvalid = errors.New("invalid request")
+
+// FieldError names the field of a request that is wrong and why.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// Is makes every FieldError match [ErrInvalid].
+func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+
+// FieldErrorf returns a *FieldError for field with a formatted message.
+func FieldErrorf(field, format string, args ...any) error {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}

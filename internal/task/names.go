@@ -2,29 +2,6 @@ package task
 
 import "fmt"
 
-// Headers of a task message. Dead letters keep every original header and add
-// HeaderError and HeaderAttempts.
-const (
-	HeaderMsgID      = "Nats-Msg-Id"
-	HeaderID         = "Flotilla-Id"
-	HeaderTask       = "Flotilla-Task"
-	HeaderEnqueued   = "Flotilla-Enqueued"
-	HeaderExpires    = "Flotilla-Expires"
-	HeaderMaxRetries = "Flotilla-Max-Retries"
-	HeaderTimeout    = "Flotilla-Timeout"
-	HeaderOrigin     = "Flotilla-Origin"
-	// HeaderQueue repeats the queue of the subject, so that a delayed task
-	// (on delayed.due.<id>) knows where it goes.
-	HeaderQueue       = "Flotilla-Queue"
-	HeaderTraceparent = "traceparent"
-	// HeaderNotify names a core NATS subject that receives the task's final
-	// state; set by callers that wait for the result.
-	HeaderNotify   = "Flotilla-Notify"
-	HeaderResult   = "Flotilla-Result"
-	HeaderError    = "Flotilla-Error"
-	HeaderAttempts = "Flotilla-Attempts"
-)
-
 // DefaultQueue is used when an enqueue names no queue.
 const DefaultQueue = "default"
 

@@ -1,7 +1,9 @@
 // Package task defines what a Flotilla task is to the code that runs it: the
 // [Envelope] a handler receives, the [Registry] of handlers, middleware, the
-// control-flow errors that decide retries, and the names and headers used on
-// the wire. It imports nothing from internal/ and knows nothing of NATS.
+// control-flow errors that decide retries, the rules for task and queue
+// names, and the [FieldError] of a request that breaks them. It imports
+// nothing from internal/ and knows nothing of NATS (package wire owns the
+// wire format).
 package task
 
 import (
@@ -30,7 +32,8 @@ type Envelope struct {
 	EnqueuedAt time.Time
 	// Expires, when not zero, is when the task stops being worth running.
 	Expires time.Time
-	// Origin says who enqueued it: web, api, cli, client or beat/<schedule>.
+	// Origin says who enqueued it: web, api, cli, client or beat/<schedule>,
+	// or sync for a synchronous execution.
 	Origin string
 	// Traceparent is the W3C trace context, if any.
 	Traceparent string
@@ -57,4 +60,19 @@ const (
 // Final reports whether no further state follows s.
 func Final(s string) bool {
 	return s == StateSuccess || s == StateFailure || s == StateExpired
+}
+
+type envelopeKey struct{}
+
+// WithEnvelope returns ctx carrying env; the attempt runner gives every
+// handler such a context (and a logger with the task's fields).
+func WithEnvelope(ctx context.Context, env *Envelope) context.Context {
+	return context.WithValue(ctx, envelopeKey{}, env)
+}
+
+// EnvelopeFrom returns the envelope of the attempt ctx belongs to, for code
+// deep inside a handler that was not passed it.
+func EnvelopeFrom(ctx context.Context) (*Envelope, bool) {
+	env, ok := ctx.Value(envelopeKey{}).(*Envelope)
+	return env, ok
 }

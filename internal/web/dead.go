@@ -14,12 +14,13 @@ import (
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/rest"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // Operator is what the queue and dead-letter endpoints need.
 type Operator interface {
 	Queues(ctx context.Context) ([]jet.QueueInfo, error)
-	Dead(ctx context.Context, limit int) ([]jet.DeadLetter, error)
+	Dead(ctx context.Context, limit int) ([]wire.DeadLetter, error)
 	Requeue(ctx context.Context, seq uint64) (client.Result, error)
 	DeleteDead(ctx context.Context, seq uint64) error
 }
@@ -83,7 +84,7 @@ func (r OperatorRoutes) Mount(g *echo.Group) {
 }
 
 type deadJSON struct {
-	jet.DeadLetter
+	wire.DeadLetter
 	Args any `json:"args"`
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/flotilla/flotilla/internal/results/resultstest"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/web"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 type op struct {
@@ -29,7 +30,7 @@ type op struct {
 }
 
 func (o op) Queues(ctx context.Context) ([]jet.QueueInfo, error) { return jet.Queues(ctx, o.js) }
-func (o op) Dead(ctx context.Context, n int) ([]jet.DeadLetter, error) {
+func (o op) Dead(ctx context.Context, n int) ([]wire.DeadLetter, error) {
 	return jet.ListDead(ctx, o.js, n)
 }
 func (o op) Requeue(ctx context.Context, seq uint64) (client.Result, error) {
@@ -57,9 +58,9 @@ func TestDeadLettersAndQueues(t *testing.T) {
 	for i, id := range []string{"TASK1", "TASK2"} {
 		env := &task.Envelope{ID: id, Name: "sys.echo", Queue: "action", EnqueuedAt: time.Now(), MaxRetries: 2,
 			Expires: time.Now().Add(-time.Hour)}
-		m := jet.NewTaskMsg("dead.action.sys.echo", env, "", "")
-		m.Header.Set(task.HeaderError, fmt.Sprintf("boom %d", i))
-		m.Header.Set(task.HeaderAttempts, "3")
+		m := wire.NewTaskMsg("dead.action.sys.echo", env, "", "")
+		m.Header.Set(wire.HeaderError, fmt.Sprintf("boom %d", i))
+		m.Header.Set(wire.HeaderAttempts, "3")
 		m.Data = []byte(fmt.Sprintf(`{"n":%d}`, i))
 		_, err := js.PublishMsg(t.Context(), m)
 		require.NoError(t, err)
@@ -92,13 +93,13 @@ func TestDeadLettersAndQueues(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, task.StatePending, st.State)
 	require.Empty(t, st.Error)
-	s, err := js.Stream(t.Context(), jet.StreamTasks)
+	s, err := js.Stream(t.Context(), wire.StreamTasks)
 	require.NoError(t, err)
 	m, err := s.GetLastMsgForSubject(t.Context(), "tasks.action.sys.echo")
 	require.NoError(t, err)
-	require.Equal(t, "TASK1", m.Header.Get(task.HeaderID))
-	require.Empty(t, m.Header.Get(task.HeaderError))
-	require.Empty(t, m.Header.Get(task.HeaderExpires), "a requeued task runs even if it had expired")
+	require.Equal(t, "TASK1", m.Header.Get(wire.HeaderID))
+	require.Empty(t, m.Header.Get(wire.HeaderError))
+	require.Empty(t, m.Header.Get(wire.HeaderExpires), "a requeued task runs even if it had expired")
 	require.Equal(t, fmt.Sprintf("TASK1:requeue:%d", list.Dead[1].Seq), m.Header.Get(nats.MsgIdHdr))
 	require.JSONEq(t, `{"n":0}`, string(m.Data))
 

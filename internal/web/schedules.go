@@ -20,6 +20,7 @@ import (
 	"github.com/flotilla/flotilla/internal/schedule"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // ScheduleStore is what the schedule endpoints need from PostgreSQL
@@ -191,7 +192,7 @@ func (r ScheduleRoutes) run(c echo.Context) error {
 		return scheduleError(err)
 	}
 	res, err := r.Client.Enqueue(ctx, client.Request{
-		Task: sc.Task, Queue: sc.Queue, Args: sc.Args, Origin: "beat/" + sc.Name,
+		Task: sc.Task, Queue: sc.Queue, Args: sc.Args, Origin: wire.OriginBeat(sc.Name),
 		Traceparent: c.Request().Header.Get("traceparent"),
 	})
 	if err != nil {
@@ -358,7 +359,7 @@ func validationError(err error) error {
 	if err == nil {
 		return nil
 	}
-	var fe *schedule.FieldError
+	var fe *task.FieldError
 	field := ""
 	if errors.As(err, &fe) {
 		field = fe.Field
@@ -375,7 +376,7 @@ func scheduleError(err error) error {
 		return rest.NewError(http.StatusConflict, "conflict", "name", err.Error())
 	case errors.Is(err, store.ErrFromCode):
 		return rest.NewError(http.StatusConflict, "from_code", "name", err.Error())
-	case errors.Is(err, schedule.ErrInvalid):
+	case errors.Is(err, task.ErrInvalid):
 		return validationError(err)
 	}
 	return err

@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/flotilla/flotilla/internal/logging"
 	"github.com/flotilla/flotilla/internal/rest"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // Config configures the web role.
@@ -36,6 +37,8 @@ type Config struct {
 	// BeatLeader, when not nil, serves GET /api/v1/beat: the id of the beat
 	// replica holding the lease ("" when none does).
 	BeatLeader func(ctx context.Context) (string, error)
+	// Metrics is the role's registry, served on /metrics; nil = a new one.
+	Metrics *prometheus.Registry
 }
 
 // Server is the web role.
@@ -47,11 +50,12 @@ type Server struct {
 // New builds the web role's routes.
 func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *Server {
 	log = log.With().Str(logging.Component, "web").Logger()
-	e := rest.NewEcho(log)
-	e.Use(middleware.Recover())
-	rest.MountHealth(e, "web", checks, nil)
+	if cfg.Metrics == nil {
+		cfg.Metrics = rest.NewRegistry()
+	}
+	e := rest.NewRole("web", log, cfg.Metrics, checks)
 	g := e.Group("/api/v1")
-	rest.TaskRoutes{Client: c, MaxBodyBytes: cfg.MaxBodyBytes, Origin: "web"}.Mount(g)
+	rest.TaskRoutes{Client: c, MaxBodyBytes: cfg.MaxBodyBytes, Origin: wire.OriginWeb}.Mount(g)
 	if cfg.Schedules != nil {
 		ScheduleRoutes{
 			Store: cfg.Schedules, Client: c, Registry: cfg.Registry,

@@ -1,8 +1,10 @@
 // Package worker runs registered handlers for the durable consumers q-<queue>
 // of the TASKS stream: bounded concurrency, result recording, retries with
 // exponential backoff and jitter, dead-lettering, expiry, in-progress acks,
-// per-task timeouts, panic recovery and graceful drain. It is the only place
-// where handler outcomes turn into JetStream acks.
+// and graceful drain; it also moves due delayed tasks into their queues and
+// serves synchronous executions. Attempts themselves (timeouts, middleware,
+// outcomes) are package attempt's; this package is the only place where
+// outcomes turn into JetStream acks.
 package worker
 
 import (
@@ -11,19 +13,21 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/flotilla/flotilla/internal/attempt"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/logging"
 	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // Config configures a [Worker].
@@ -41,8 +45,11 @@ type Config struct {
 	Name string
 	// MaxRetries is the default retry budget.
 	MaxRetries int
-	// Timeout is the default per-attempt timeout.
-	Timeout time.Duration
+	// Timeout is the default per-attempt timeout; Grace how long a handler
+	// whose context ended may take to return (see package attempt).
+	Timeout, Grace time.Duration
+	// Middleware wraps every handler, outermost first.
+	Middleware []task.Middleware
 	// Backoff and BackoffMax shape the retry delay: Backoff*2^(attempt-1),
 	// capped at BackoffMax, with jitter in [d/2, d).
 	Backoff, BackoffMax time.Duration
@@ -58,21 +65,23 @@ type Config struct {
 	SyncConcurrency int
 	// ShutdownTimeout is the grace period for in-flight tasks on shutdown.
 	ShutdownTimeout time.Duration
+	// Metrics registers the task metrics; nil = a private registry.
+	Metrics prometheus.Registerer
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 }
 
 // Worker consumes task queues. Create it with [New] and call Run once.
 type Worker struct {
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	reg   *task.Registry
-	store *results.Store // nil: results off
-	log   zerolog.Logger
-	cfg   Config
-	mw    []task.Middleware
-
-	metrics *metrics
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	reg     *task.Registry
+	store   *results.Store // nil: results off
+	log     zerolog.Logger
+	cfg     Config
+	events  *jet.Events
+	metrics *attempt.Metrics
+	runner  *attempt.Runner
 }
 
 // New returns a worker. store may be nil when results are turned off.
@@ -101,33 +110,106 @@ func New(nc *nats.Conn, js jetstream.JetStream, reg *task.Registry, store *resul
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = 10 * time.Minute
 	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 5 * time.Minute
-	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 25 * time.Second
 	}
-	return &Worker{
-		nc: nc, js: js, reg: reg, store: store, cfg: cfg,
-		log:     log.With().Str(logging.Component, "worker").Logger(),
-		metrics: defaultMetrics(),
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	log = log.With().Str(logging.Component, "worker").Logger()
+	w := &Worker{
+		nc: nc, js: js, reg: reg, store: store, cfg: cfg, log: log,
+		events:  jet.NewEvents(nc, cfg.Events),
+		metrics: attempt.NewMetrics(cfg.Metrics),
+	}
+	w.runner = attempt.New(attempt.Config{
+		Middleware: cfg.Middleware, Timeout: cfg.Timeout, Grace: cfg.Grace, Worker: cfg.Name,
+		Store: store, Events: w.events, Metrics: w.metrics, Now: cfg.Now,
+	}, log)
+	return w
+}
+
+// queueRunner consumes one queue: its durable consumer feeds an inbox that
+// Concurrency handler goroutines take tasks from.
+type queueRunner struct {
+	queue    string
+	consumer jetstream.Consumer
+	in       *inbox
+	cc       jetstream.ConsumeContext
+}
+
+// start launches the handlers (tracked by handlers) and the consumer.
+// Tasks that arrive once stopping is closed are NAKed at once.
+func (q *queueRunner) start(w *Worker, workCtx context.Context, stopping <-chan struct{}, handlers *sync.WaitGroup) error {
+	for range w.cfg.Concurrency {
+		handlers.Add(1)
+		go func() {
+			defer handlers.Done()
+			for {
+				m, ok := q.in.get()
+				if !ok {
+					return
+				}
+				w.process(workCtx, m)
+			}
+		}()
+	}
+	cc, err := q.consumer.Consume(func(m jetstream.Msg) {
+		select {
+		case <-stopping:
+			_ = m.Nak()
+			return
+		default:
+		}
+		if !q.in.put(m) {
+			_ = m.Nak()
+		}
+	}, jetstream.PullMaxMessages(w.cfg.Prefetch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if !errors.Is(err, jetstream.ErrNoHeartbeat) && !errors.Is(err, nats.ErrConnectionClosed) {
+			w.log.Warn().Err(err).Str(logging.Queue, q.queue).Msg("consume")
+		}
+	}))
+	if err != nil {
+		return fmt.Errorf("consume queue %s: %w", q.queue, err)
+	}
+	q.cc = cc
+	return nil
+}
+
+// stop NAKs what is buffered, releases the handlers and stops pulling.
+func (q *queueRunner) stop() {
+	for _, m := range q.in.drain() {
+		_ = m.Nak()
+	}
+	q.in.close()
+	if q.cc != nil {
+		q.cc.Drain()
 	}
 }
 
-// Use adds handler middleware, outermost first. Call before Run.
-func (w *Worker) Use(mw ...task.Middleware) { w.mw = append(w.mw, mw...) }
+// closed waits (up to 5 s) for the consumer to finish draining.
+func (q *queueRunner) closed() {
+	if q.cc == nil {
+		return
+	}
+	select {
+	case <-q.cc.Closed():
+	case <-time.After(5 * time.Second):
+	}
+}
 
 // Run consumes until ctx is done, then drains: it stops pulling, NAKs
 // buffered tasks, lets in-flight tasks finish within ShutdownTimeout, then
-// cancels their contexts and waits for them.
+// cancels their contexts and waits for them (a handler that ignores its
+// context is abandoned after the attempt grace).
 func (w *Worker) Run(ctx context.Context) error {
-	var consumers []jetstream.Consumer
+	queues := make([]*queueRunner, 0, len(w.cfg.Queues))
 	for _, q := range w.cfg.Queues {
-		c, err := w.js.Consumer(ctx, jet.StreamTasks, jet.ConsumerName(q))
+		c, err := w.js.Consumer(ctx, wire.StreamTasks, wire.ConsumerName(q))
 		if err != nil {
-			return fmt.Errorf("consumer %s of queue %s: %w (run `flotilla streams apply` or start the worker with streams applied)", jet.ConsumerName(q), q, err)
+			return fmt.Errorf("consumer %s of queue %s: %w (run `flotilla streams apply` or start the worker with streams applied)", wire.ConsumerName(q), q, err)
 		}
-		consumers = append(consumers, c)
+		queues = append(queues, &queueRunner{queue: q, consumer: c, in: newInbox(w.cfg.Prefetch)})
 	}
 
 	// Handler contexts come from a work context that outlives ctx so that
@@ -135,93 +217,38 @@ func (w *Worker) Run(ctx context.Context) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	stopping := make(chan struct{})
-
 	var handlers sync.WaitGroup
-	var ccs []jetstream.ConsumeContext
-	var inboxes []*inbox
 	stopAll := func() {
 		close(stopping)
-		for _, in := range inboxes {
-			for _, m := range in.drain() {
-				_ = m.Nak()
-			}
-			in.close()
-		}
-		for _, cc := range ccs {
-			cc.Drain()
+		for _, q := range queues {
+			q.stop()
 		}
 	}
-	for i, c := range consumers {
-		in := newInbox(w.cfg.Prefetch)
-		inboxes = append(inboxes, in)
-		for n := 0; n < w.cfg.Concurrency; n++ {
-			handlers.Add(1)
-			go func() {
-				defer handlers.Done()
-				for {
-					m, ok := in.get()
-					if !ok {
-						return
-					}
-					w.process(workCtx, m)
-				}
-			}()
-		}
-		cc, err := c.Consume(func(m jetstream.Msg) {
-			select {
-			case <-stopping:
-				_ = m.Nak()
-				return
-			default:
-			}
-			if !in.put(m) {
-				_ = m.Nak()
-			}
-		}, jetstream.PullMaxMessages(w.cfg.Prefetch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if !errors.Is(err, jetstream.ErrNoHeartbeat) && !errors.Is(err, nats.ErrConnectionClosed) {
-				w.log.Warn().Err(err).Str(logging.Queue, w.cfg.Queues[i]).Msg("consume")
-			}
-		}))
-		if err != nil {
-			stopAll()
-			handlers.Wait()
-			return fmt.Errorf("consume queue %s: %w", w.cfg.Queues[i], err)
-		}
-		ccs = append(ccs, cc)
-	}
-	mover, err := w.startMover(ctx)
-	if err != nil {
+	fail := func(err error) error {
 		stopAll()
 		handlers.Wait()
 		return err
 	}
+	for _, q := range queues {
+		if err := q.start(w, workCtx, stopping, &handlers); err != nil {
+			return fail(err)
+		}
+	}
+	mover, err := w.startMover(ctx)
+	if err != nil {
+		return fail(err)
+	}
 	defer mover.Stop()
-
 	var svcs []micro.Service
 	if w.cfg.Sync {
 		if svcs, err = w.serve(workCtx); err != nil {
-			stopAll()
-			handlers.Wait()
-			return err
+			return fail(err)
 		}
 	}
-
-	// Tasks waiting in an inbox get in-progress acks, like running ones.
 	keeperDone := make(chan struct{})
 	go func() {
 		defer close(keeperDone)
-		t := time.NewTicker(w.cfg.AckWait / 4)
-		defer t.Stop()
-		for {
-			select {
-			case <-stopping:
-				return
-			case <-t.C:
-				for _, in := range inboxes {
-					in.keepAlive()
-				}
-			}
-		}
+		w.keepBuffered(queues, stopping)
 	}()
 	w.log.Info().Strs("queues", w.cfg.Queues).Int("concurrency", w.cfg.Concurrency).Int("prefetch", w.cfg.Prefetch).Str(logging.Worker, w.cfg.Name).Msg("worker started")
 
@@ -247,29 +274,36 @@ func (w *Worker) Run(ctx context.Context) error {
 		cancelWork()
 		<-done
 	}
-	for _, cc := range ccs {
-		select {
-		case <-cc.Closed():
-		case <-time.After(5 * time.Second):
-		}
+	for _, q := range queues {
+		q.closed()
 	}
 	w.log.Info().Msg("worker stopped")
 	return nil
+}
+
+// keepBuffered sends in-progress acks for tasks waiting in an inbox every
+// AckWait/4, like the running ones get, until stopping is closed.
+func (w *Worker) keepBuffered(queues []*queueRunner, stopping <-chan struct{}) {
+	t := time.NewTicker(w.cfg.AckWait / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-stopping:
+			return
+		case <-t.C:
+			for _, q := range queues {
+				q.in.keepAlive()
+			}
+		}
+	}
 }
 
 // PoisonSlack is how many deliveries beyond MaxRetries+1 a task may have
 // before it is dead-lettered unrun (see process).
 const PoisonSlack = 3
 
-// outcome of one attempt, for metrics and logs.
-const (
-	outSuccess = "success"
-	outRetry   = "retry"
-	outDead    = "dead"
-	outExpired = "expired"
-)
-
-type attempt struct {
+// delivery is one delivery of a task message being processed.
+type delivery struct {
 	msg    jetstream.Msg
 	env    *task.Envelope
 	def    *task.Definition
@@ -280,77 +314,63 @@ type attempt struct {
 }
 
 func (w *Worker) process(ctx context.Context, m jetstream.Msg) {
-	meta, err := m.Metadata()
 	n := 1
-	if err == nil {
+	if meta, err := m.Metadata(); err == nil {
 		n = int(meta.NumDelivered)
 	}
 	h := m.Headers()
-	env, err := jet.DecodeTask(m.Subject(), h, m.Data())
+	env, err := wire.DecodeTask(m.Subject(), h, m.Data())
 	env.Attempt = n
-	a := &attempt{msg: m, env: env, notify: h.Get(task.HeaderNotify), start: w.cfg.Now()}
-	a.log = w.log.With().Str(logging.TaskID, env.ID).Str(logging.TaskName, env.Name).
-		Str(logging.Queue, env.Queue).Int(logging.Attempt, n).Logger()
+	d := &delivery{msg: m, env: env, notify: h.Get(wire.HeaderNotify), start: w.cfg.Now()}
+	d.log = attempt.Logger(w.log, env)
 	if err != nil {
-		w.dead(ctx, a, err.Error())
+		w.dead(ctx, d, err.Error())
 		return
 	}
 	def, err := w.reg.Lookup(env.Name)
 	if err != nil {
-		w.dead(ctx, a, err.Error())
+		w.dead(ctx, d, err.Error())
 		return
 	}
-	a.def = def
-	a.record = w.store != nil && !def.Options.NoResult
+	d.def = def
+	d.record = w.store != nil && !def.Options.NoResult
 	if env.MaxRetries < 0 {
 		env.MaxRetries = w.cfg.MaxRetries
 		if def.Options.MaxRetries != nil {
 			env.MaxRetries = *def.Options.MaxRetries
 		}
 	}
-	if !env.Expires.IsZero() && a.start.After(env.Expires) {
-		w.expire(ctx, a)
+	if !env.Expires.IsZero() && d.start.After(env.Expires) {
+		w.expire(ctx, d)
 		return
 	}
 	// Deliveries also count NAKs of tasks a stopping worker had buffered but
 	// never ran, so a poison task is one delivered PoisonSlack times more
 	// than its budget allows.
 	if n > env.MaxRetries+1+PoisonSlack {
-		w.dead(ctx, a, fmt.Sprintf("delivered %d times, over its budget of %d retries (a worker may have died while running it)", n, env.MaxRetries))
+		w.dead(ctx, d, fmt.Sprintf("delivered %d times, over its budget of %d retries (a worker may have died while running it)", n, env.MaxRetries))
 		return
 	}
-	timeout := env.Timeout
-	if timeout <= 0 {
-		timeout = def.Options.Timeout
-	}
-	if timeout <= 0 {
-		timeout = w.cfg.Timeout
-	}
-	if a.record {
+	if d.record {
 		w.store.SetAsync(env.ID, results.Update{
-			Task: env.Name, Queue: env.Queue, State: task.StateStarted, StartedAt: a.start,
+			Task: env.Name, Queue: env.Queue, State: task.StateStarted, StartedAt: d.start,
 			Attempts: n, Worker: w.cfg.Name,
 		})
 	}
-	w.event(jet.EventStarted, a, "")
-	a.log.Debug().Msg("task started")
+	w.event(d, wire.EventStarted, nil)
+	d.log.Debug().Msg("task started")
 
-	hctx, cancel := context.WithTimeout(a.log.WithContext(ctx), timeout)
 	progress := w.keepAlive(m)
-	res, herr := task.Call(hctx, def.Handler, env, w.mw...)
+	o := w.runner.Run(ctx, def, env, d.log)
 	progress.Stop()
-	cancel()
-	if herr == nil {
-		w.succeed(ctx, a, res)
+	if o.Err == nil {
+		w.succeed(ctx, d, o)
 		return
 	}
-	if errors.Is(herr, context.DeadlineExceeded) && hctx.Err() != nil && ctx.Err() == nil {
-		herr = fmt.Errorf("timed out after %s: %w", timeout, herr)
-	}
-	w.fail(ctx, a, herr)
+	w.fail(ctx, d, o)
 }
 
-// keepAlive sends in-progress acks every AckWait/4 while a handler runs.
+// progressTimer sends in-progress acks every AckWait/4 while a handler runs.
 type progressTimer struct {
 	mu      sync.Mutex
 	t       *time.Timer
@@ -383,62 +403,55 @@ func (w *Worker) keepAlive(m jetstream.Msg) *progressTimer {
 	return p
 }
 
-func (w *Worker) succeed(ctx context.Context, a *attempt, raw json.RawMessage) {
-	now := w.cfg.Now()
-	if a.record {
-		if err := w.store.Set(ctx, a.env.ID, results.Update{State: task.StateSuccess, Result: raw, FinishedAt: now, ClearError: true}); err != nil {
+func (w *Worker) succeed(ctx context.Context, d *delivery, o attempt.Outcome) {
+	if d.record {
+		if err := w.store.Set(ctx, d.env.ID, results.Update{State: task.StateSuccess, Result: o.Result, FinishedAt: o.End, ClearError: true}); err != nil {
 			// Not recorded: do not ack, so the task is not lost; it runs again.
-			a.log.Error().Err(err).Msg("result not recorded; task will be redelivered")
-			_ = a.msg.NakWithDelay(time.Second)
-			w.metrics.observe(a.env, outRetry, now.Sub(a.start))
+			d.log.Error().Err(err).Msg("result not recorded; task will be redelivered")
+			_ = d.msg.NakWithDelay(time.Second)
+			w.metrics.Observe(d.env, attempt.OutcomeRetry, o.Runtime())
 			return
 		}
 	}
-	if err := a.msg.Ack(); err != nil {
-		a.log.Warn().Err(err).Msg("ack")
+	if err := d.msg.Ack(); err != nil {
+		d.log.Warn().Err(err).Msg("ack")
 	}
-	w.metrics.observe(a.env, outSuccess, now.Sub(a.start))
-	w.event(jet.EventSucceeded, a, "")
-	w.notify(a, task.StateSuccess, raw, "", now)
-	a.log.Debug().Dur("runtime", now.Sub(a.start)).Msg("task succeeded")
+	w.metrics.Observe(d.env, attempt.OutcomeSuccess, o.Runtime())
+	w.event(d, wire.EventSucceeded, &o)
+	w.notify(d, task.StateSuccess, o.Result, "", o.End)
+	d.log.Debug().Dur("runtime", o.Runtime()).Msg("task succeeded")
 }
 
-func (w *Worker) fail(ctx context.Context, a *attempt, herr error) {
-	msg := herr.Error()
-	var pe *task.PanicError
-	if errors.As(herr, &pe) {
-		a.log.Error().Str("panic", fmt.Sprint(pe.Value)).Bytes("stack", pe.Stack).Msg("handler panicked")
-	}
-	w.event(jet.EventFailed, a, msg)
-	if task.IsPermanent(herr) {
-		w.dead(ctx, a, msg)
+func (w *Worker) fail(ctx context.Context, d *delivery, o attempt.Outcome) {
+	msg := o.Err.Error()
+	w.event(d, wire.EventFailed, &o)
+	if task.IsPermanent(o.Err) || d.env.Attempt > d.env.MaxRetries {
+		attempt.LogFailure(d.log, o).Msg("task failed")
+		w.dead(ctx, d, msg)
 		return
 	}
-	if a.env.Attempt > a.env.MaxRetries {
-		w.dead(ctx, a, msg)
-		return
-	}
-	delay := w.backoff(a.env.Attempt)
+	delay := w.backoff(d.env.Attempt)
 	var re *task.RetryError
-	if errors.As(herr, &re) && re.Delay > 0 {
+	if errors.As(o.Err, &re) && re.Delay > 0 {
 		delay = re.Delay
 	}
-	now := w.cfg.Now()
-	if a.record {
-		w.store.SetAsync(a.env.ID, results.Update{State: task.StateRetry, Error: msg, Attempts: a.env.Attempt})
+	if d.record {
+		w.store.SetAsync(d.env.ID, results.Update{State: task.StateRetry, Error: msg, Attempts: d.env.Attempt})
 	}
-	if err := a.msg.NakWithDelay(delay); err != nil {
-		a.log.Warn().Err(err).Msg("nak")
+	if err := d.msg.NakWithDelay(delay); err != nil {
+		d.log.Warn().Err(err).Msg("nak")
 	}
-	w.metrics.observe(a.env, outRetry, now.Sub(a.start))
-	w.event(jet.EventRetried, a, msg)
-	a.log.Warn().Err(herr).Dur("retry_in", delay).Msg("task failed; will retry")
+	w.metrics.Observe(d.env, attempt.OutcomeRetry, o.Runtime())
+	ev := w.newEvent(d, wire.EventRetried, &o)
+	ev.RetryInS = delay.Seconds()
+	w.events.Emit(&ev)
+	attempt.LogFailure(d.log, o).Dur("retry_in", delay).Msg("task failed; will retry")
 }
 
 // backoff is Backoff*2^(attempt-1) capped at BackoffMax, jittered into [d/2, d).
-func (w *Worker) backoff(attempt int) time.Duration {
+func (w *Worker) backoff(n int) time.Duration {
 	d := w.cfg.Backoff
-	for i := 1; i < attempt && d < w.cfg.BackoffMax; i++ {
+	for i := 1; i < n && d < w.cfg.BackoffMax; i++ {
 		d *= 2
 	}
 	d = min(d, w.cfg.BackoffMax)
@@ -451,123 +464,88 @@ func (w *Worker) backoff(attempt int) time.Duration {
 
 // dead publishes the task to DEAD, waits for the stream's ack, records
 // FAILURE and only then terminates the original, so nothing is lost in between.
-func (w *Worker) dead(ctx context.Context, a *attempt, reason string) {
-	env := a.env
-	h := nats.Header{}
-	for k, v := range a.msg.Headers() {
-		h[k] = v
-	}
-	h[task.HeaderError] = []string{reason}
-	h[task.HeaderAttempts] = []string{strconv.Itoa(env.Attempt)}
-	q, name := env.Queue, env.Name
-	if task.ValidateQueue(q) != nil {
-		q = "_invalid"
-	}
-	if task.ValidateName(name) != nil {
-		name = "_invalid"
-	}
+func (w *Worker) dead(ctx context.Context, d *delivery, reason string) {
+	env := d.env
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if _, err := w.js.PublishMsg(pctx, &nats.Msg{Subject: jet.DeadSubject(q, name), Header: h, Data: a.msg.Data()}); err != nil {
-		a.log.Error().Err(err).Str("reason", reason).Msg("dead-letter publish failed; task stays queued")
-		_ = a.msg.NakWithDelay(5 * time.Second)
+	if _, err := w.js.PublishMsg(pctx, wire.NewDeadMsg(d.msg.Headers(), d.msg.Data(), env.Queue, env.Name, reason, env.Attempt)); err != nil {
+		d.log.Error().Err(err).Str("reason", reason).Msg("dead-letter publish failed; task stays queued")
+		_ = d.msg.NakWithDelay(5 * time.Second)
 		return
 	}
 	now := w.cfg.Now()
-	if w.store != nil && (a.def == nil || !a.def.Options.NoResult) && env.ID != "" {
+	if w.store != nil && (d.def == nil || !d.def.Options.NoResult) && env.ID != "" {
 		u := results.Update{Task: env.Name, Queue: env.Queue, State: task.StateFailure, Error: reason, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
 		if err := w.store.Set(pctx, env.ID, u); err != nil {
-			a.log.Warn().Err(err).Msg("record FAILURE")
+			d.log.Warn().Err(err).Msg("record FAILURE")
 		}
 	}
-	if err := a.msg.TermWithReason("dead-lettered"); err != nil {
-		a.log.Warn().Err(err).Msg("term")
+	if err := d.msg.TermWithReason("dead-lettered"); err != nil {
+		d.log.Warn().Err(err).Msg("term")
 	}
-	w.metrics.observe(env, outDead, now.Sub(a.start))
-	w.event(jet.EventDead, a, reason)
-	w.notify(a, task.StateFailure, nil, reason, now)
-	a.log.Error().Str("reason", reason).Msg("task dead-lettered")
+	w.metrics.Observe(env, attempt.OutcomeDead, now.Sub(d.start))
+	ev := w.newEvent(d, wire.EventDead, nil)
+	ev.Error = reason
+	w.events.Emit(&ev)
+	w.notify(d, task.StateFailure, nil, reason, now)
+	d.log.Error().Str("reason", reason).Msg("task dead-lettered")
 }
 
-func (w *Worker) expire(ctx context.Context, a *attempt) {
-	env := a.env
+func (w *Worker) expire(ctx context.Context, d *delivery) {
+	env := d.env
 	now := w.cfg.Now()
 	reason := "expired at " + env.Expires.UTC().Format(time.RFC3339Nano)
-	if a.record {
+	if d.record {
 		u := results.Update{Task: env.Name, Queue: env.Queue, State: task.StateExpired, Error: reason, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
 		if err := w.store.Set(ctx, env.ID, u); err != nil {
-			a.log.Error().Err(err).Msg("expired state not recorded; task will be redelivered")
-			_ = a.msg.NakWithDelay(time.Second)
+			d.log.Error().Err(err).Msg("expired state not recorded; task will be redelivered")
+			_ = d.msg.NakWithDelay(time.Second)
 			return
 		}
 	}
-	_ = a.msg.TermWithReason("expired")
-	w.metrics.observe(env, outExpired, 0)
-	w.event(jet.EventExpired, a, reason)
-	w.notify(a, task.StateExpired, nil, reason, now)
-	a.log.Info().Msg("task expired; not run")
+	_ = d.msg.TermWithReason("expired")
+	w.metrics.Observe(env, attempt.OutcomeExpired, 0)
+	ev := w.newEvent(d, wire.EventExpired, nil)
+	ev.Error = reason
+	w.events.Emit(&ev)
+	w.notify(d, task.StateExpired, nil, reason, now)
+	d.log.Info().Msg("task expired; not run")
 }
 
-// event publishes a lifecycle event with core NATS (best effort: events are
-// for dashboards, the state of record is in Redis and the streams).
-func (w *Worker) event(kind string, a *attempt, errMsg string) {
-	if !w.cfg.Events || a.env.ID == "" {
-		return
+// newEvent is the event of kind about d; o, when set, adds the attempt's
+// run time and error.
+func (w *Worker) newEvent(d *delivery, kind string, o *attempt.Outcome) wire.Event {
+	ev := wire.Event{Kind: kind, ID: d.env.ID, Task: d.env.Name, Queue: d.env.Queue, Time: w.cfg.Now(),
+		Attempt: d.env.Attempt, Origin: d.env.Origin, Worker: w.cfg.Name}
+	if o != nil {
+		ev.RuntimeS = o.Runtime().Seconds()
+		if o.Err != nil {
+			ev.Error, ev.ErrorType = o.Err.Error(), o.ErrorType
+		}
 	}
-	q, name := a.env.Queue, a.env.Name
-	if task.ValidateQueue(q) != nil || task.ValidateName(name) != nil {
-		return
-	}
-	now := w.cfg.Now()
-	runtime := 0.0
-	if kind != jet.EventStarted {
-		runtime = now.Sub(a.start).Seconds()
-	}
-	_ = w.nc.Publish(jet.EventSubject(kind, q, name), appendEvent(make([]byte, 0, 256), a, w.cfg.Name, now, errMsg, runtime))
+	return ev
 }
 
-// appendEvent encodes an event as JSON by hand: it runs twice per task, and
-// every field but the error is known to need no escaping (validated names, a
-// ULID) — the error and worker name go through encoding/json.
-func appendEvent(b []byte, a *attempt, worker string, now time.Time, errMsg string, runtime float64) []byte {
-	b = append(b, `{"id":"`...)
-	b = append(b, a.env.ID...)
-	b = append(b, `","task":"`...)
-	b = append(b, a.env.Name...)
-	b = append(b, `","queue":"`...)
-	b = append(b, a.env.Queue...)
-	b = append(b, `","attempt":`...)
-	b = strconv.AppendInt(b, int64(a.env.Attempt), 10)
-	b = append(b, `,"worker":`...)
-	wq, _ := json.Marshal(worker)
-	b = append(b, wq...)
-	b = append(b, `,"time":"`...)
-	b = now.UTC().AppendFormat(b, time.RFC3339Nano)
-	b = append(b, '"')
-	if errMsg != "" {
-		eq, _ := json.Marshal(errMsg)
-		b = append(b, `,"error":`...)
-		b = append(b, eq...)
+func (w *Worker) event(d *delivery, kind string, o *attempt.Outcome) {
+	if w.events == nil {
+		return
 	}
-	if runtime > 0 {
-		b = append(b, `,"runtime_s":`...)
-		b = strconv.AppendFloat(b, runtime, 'f', -1, 64)
-	}
-	return append(b, '}')
+	ev := w.newEvent(d, kind, o)
+	w.events.Emit(&ev)
 }
 
 // notify tells a waiting caller the final state over core NATS.
-func (w *Worker) notify(a *attempt, state string, res json.RawMessage, errMsg string, now time.Time) {
-	if a.notify == "" {
+func (w *Worker) notify(d *delivery, state string, res json.RawMessage, errMsg string, now time.Time) {
+	if d.notify == "" {
 		return
 	}
 	st := results.State{
-		ID: a.env.ID, Task: a.env.Name, Queue: a.env.Queue, State: state, Result: res, Error: errMsg,
-		Attempts: a.env.Attempt, StartedAt: &a.start, FinishedAt: &now, Worker: w.cfg.Name,
+		ID: d.env.ID, Task: d.env.Name, Queue: d.env.Queue, State: state, Result: res, Error: errMsg,
+		Attempts: d.env.Attempt, StartedAt: &d.start, FinishedAt: &now, Worker: w.cfg.Name,
 	}
-	if !a.env.EnqueuedAt.IsZero() {
-		st.EnqueuedAt = &a.env.EnqueuedAt
+	if !d.env.EnqueuedAt.IsZero() {
+		st.EnqueuedAt = &d.env.EnqueuedAt
 	}
 	b, _ := json.Marshal(st)
-	_ = w.nc.Publish(a.notify, b)
+	_ = w.nc.Publish(d.notify, b)
 }

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/flotilla/flotilla/internal/results/resultstest"
 	"github.com/flotilla/flotilla/internal/systasks"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 	"github.com/flotilla/flotilla/internal/worker"
 )
 
@@ -32,7 +35,8 @@ type bundle struct {
 	reg   *task.Registry
 	cl    *client.Client
 	// runs counts handler executions per task id of test.count.
-	runs sync.Map
+	runs      sync.Map
+	hangsDone atomic.Int64
 }
 
 type setupOpts struct {
@@ -77,6 +81,17 @@ func setup(t *testing.T, o setupOpts) *bundle {
 		return map[string]string{"id": env.ID}, nil
 	})
 	b.reg.Handle("test.panic", func(context.Context, *task.Envelope) (any, error) { panic("boom") })
+	// test.hang ignores its context, like a handler stuck in a call without
+	// a deadline; hangsDone counts the ones that returned at last.
+	b.reg.Handle("test.hang", func(_ context.Context, env *task.Envelope) (any, error) {
+		var a struct {
+			MS int `json:"ms"`
+		}
+		_ = json.Unmarshal(env.Args, &a)
+		time.Sleep(time.Duration(a.MS) * time.Millisecond)
+		b.hangsDone.Add(1)
+		return "finally", nil
+	})
 	b.cl = client.New(b.nc, b.js, b.store, client.Config{Registry: b.reg, CheckRegistered: true})
 	return b
 }
@@ -140,11 +155,11 @@ func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
 
 func (b *bundle) deadLetters(t *testing.T) []jetstream.Msg {
 	t.Helper()
-	n := streamMsgs(t, b.js, jet.StreamDead)
+	n := streamMsgs(t, b.js, wire.StreamDead)
 	if n == 0 {
 		return nil
 	}
-	c, err := b.js.OrderedConsumer(t.Context(), jet.StreamDead, jetstream.OrderedConsumerConfig{})
+	c, err := b.js.OrderedConsumer(t.Context(), wire.StreamDead, jetstream.OrderedConsumerConfig{})
 	require.NoError(t, err)
 	batch, err := c.Fetch(int(n), jetstream.FetchMaxWait(5*time.Second))
 	require.NoError(t, err)
@@ -167,7 +182,7 @@ func TestRetryThenSuccess(t *testing.T) {
 	require.Equal(t, 3, st.Attempts)
 	require.JSONEq(t, `{"succeeded_on_attempt":3}`, string(st.Result))
 	require.Empty(t, st.Error)
-	require.Zero(t, streamMsgs(t, b.js, jet.StreamDead))
+	require.Zero(t, streamMsgs(t, b.js, wire.StreamDead))
 }
 
 func TestRetryExhaustionDeadLetters(t *testing.T) {
@@ -182,11 +197,11 @@ func TestRetryExhaustionDeadLetters(t *testing.T) {
 	dead := b.deadLetters(t)
 	require.Len(t, dead, 1)
 	h := dead[0].Headers()
-	require.Equal(t, id, h.Get(task.HeaderID))
-	require.Equal(t, "3", h.Get(task.HeaderAttempts))
-	require.Contains(t, h.Get(task.HeaderError), "attempt 3 fails")
+	require.Equal(t, id, h.Get(wire.HeaderID))
+	require.Equal(t, "3", h.Get(wire.HeaderAttempts))
+	require.Contains(t, h.Get(wire.HeaderError), "attempt 3 fails")
 	require.Equal(t, "dead.default.sys.fail", dead[0].Subject())
-	require.Eventually(t, func() bool { return streamMsgs(t, b.js, jet.StreamTasks) == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return streamMsgs(t, b.js, wire.StreamTasks) == 0 }, 5*time.Second, 10*time.Millisecond)
 }
 
 func TestPermanentAndPanicDeadLetter(t *testing.T) {
@@ -217,16 +232,16 @@ func TestUnknownAndMalformedGoToDead(t *testing.T) {
 		require.NoError(t, err)
 	}
 	env := &task.Envelope{ID: "UNKNOWN1", Name: "no.such_task", EnqueuedAt: time.Now(), MaxRetries: -1}
-	pub("tasks.default.no.such_task", jet.NewTaskMsg("x", env, "", "").Header, `{}`)
+	pub("tasks.default.no.such_task", wire.NewTaskMsg("x", env, "", "").Header, `{}`)
 	env2 := &task.Envelope{ID: "BADBODY1", Name: "sys.echo", EnqueuedAt: time.Now(), MaxRetries: -1}
-	pub("tasks.default.sys.echo", jet.NewTaskMsg("x", env2, "", "").Header, `not json`)
+	pub("tasks.default.sys.echo", wire.NewTaskMsg("x", env2, "", "").Header, `not json`)
 	pub("tasks.default.sys.echo", nats.Header{"Nats-Msg-Id": []string{"noheaders"}}, `{}`)
 	ok := b.enqueue(t, client.Request{Task: "sys.echo", Args: json.RawMessage(`{"still":"alive"}`)})
 	require.JSONEq(t, `{"still":"alive"}`, string(b.waitFinal(t, ok).Result))
-	require.Eventually(t, func() bool { return streamMsgs(t, b.js, jet.StreamDead) == 3 }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return streamMsgs(t, b.js, wire.StreamDead) == 3 }, 10*time.Second, 20*time.Millisecond)
 	reasons := map[string]string{}
 	for _, m := range b.deadLetters(t) {
-		reasons[m.Headers().Get(task.HeaderID)] = m.Headers().Get(task.HeaderError)
+		reasons[m.Headers().Get(wire.HeaderID)] = m.Headers().Get(wire.HeaderError)
 	}
 	require.Contains(t, reasons["UNKNOWN1"], `unknown task "no.such_task"`)
 	require.Contains(t, reasons["BADBODY1"], "body is not a JSON object")
@@ -234,7 +249,7 @@ func TestUnknownAndMalformedGoToDead(t *testing.T) {
 	st, err := b.store.Get(t.Context(), "UNKNOWN1")
 	require.NoError(t, err)
 	require.Equal(t, task.StateFailure, st.State)
-	require.Eventually(t, func() bool { return streamMsgs(t, b.js, jet.StreamTasks) == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return streamMsgs(t, b.js, wire.StreamTasks) == 0 }, 5*time.Second, 10*time.Millisecond)
 }
 
 func TestExpiredTaskIsNotRun(t *testing.T) {
@@ -271,10 +286,10 @@ func TestIdempotencyKeyRunsOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, r3.Duplicate)
 	require.True(t, r4.Duplicate)
-	require.EqualValues(t, 2, streamMsgs(t, b.js, jet.StreamTasks))
+	require.EqualValues(t, 2, streamMsgs(t, b.js, wire.StreamTasks))
 	b.start(t, b.cfg())
 	require.Equal(t, task.StateSuccess, b.waitFinal(t, r1.ID).State)
-	require.Eventually(t, func() bool { return streamMsgs(t, b.js, jet.StreamTasks) == 0 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return streamMsgs(t, b.js, wire.StreamTasks) == 0 }, 10*time.Second, 10*time.Millisecond)
 	total := 0
 	b.runs.Range(func(_, v any) bool { total += int(v.(*atomic.Int64).Load()); return true })
 	require.Equal(t, 2, total, "two distinct keys, two runs")
@@ -289,7 +304,7 @@ func TestDelayedTaskRunsWhenDue(t *testing.T) {
 	st := b.waitFinal(t, id)
 	require.Equal(t, task.StateSuccess, st.State)
 	require.GreaterOrEqual(t, st.StartedAt.Sub(start), 900*time.Millisecond)
-	require.Eventually(t, func() bool { return streamMsgs(t, b.js, jet.StreamDelayed) == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return streamMsgs(t, b.js, wire.StreamDelayed) == 0 }, 5*time.Second, 10*time.Millisecond)
 }
 
 func TestTimeoutCancelsHandler(t *testing.T) {
@@ -300,6 +315,68 @@ func TestTimeoutCancelsHandler(t *testing.T) {
 	st := b.waitFinal(t, id)
 	require.Equal(t, task.StateFailure, st.State)
 	require.Contains(t, st.Error, "timed out after 50ms")
+}
+
+// TestHardTimeout: a handler that ignores its context (1 s timeout, 300 ms
+// grace) is finished as a timeout failure within timeout + grace, retried
+// per its budget and dead-lettered when it runs out, counted as abandoned —
+// and the worker, with a single handler slot, runs other tasks meanwhile.
+func TestHardTimeout(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	cfg := b.cfg()
+	cfg.Concurrency = 1
+	cfg.Grace = 300 * time.Millisecond
+	metrics := prometheus.NewRegistry()
+	cfg.Metrics = metrics
+	b.start(t, cfg)
+	start := time.Now()
+	hung := b.enqueue(t, client.Request{Task: "test.hang", Args: json.RawMessage(`{"ms":2500}`), Timeout: time.Second, MaxRetries: intp(1)})
+	var others []string
+	for i := range 10 {
+		others = append(others, b.enqueue(t, client.Request{Task: "sys.echo", Args: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}))
+	}
+
+	// The first attempt is over (RETRY recorded) within timeout + grace.
+	require.Eventually(t, func() bool {
+		st, err := b.store.Get(t.Context(), hung)
+		return err == nil && st.State == task.StateRetry
+	}, 3*time.Second, 5*time.Millisecond)
+	require.Less(t, time.Since(start), time.Second+300*time.Millisecond+700*time.Millisecond)
+
+	st := b.waitFinal(t, hung)
+	require.Equal(t, task.StateFailure, st.State)
+	require.Equal(t, 2, st.Attempts)
+	require.Contains(t, st.Error, "timed out after 1s")
+	require.Contains(t, st.Error, "abandoned")
+	for _, id := range others {
+		o := b.waitFinal(t, id)
+		require.Equal(t, task.StateSuccess, o.State)
+		require.True(t, o.FinishedAt.Before(*st.FinishedAt), "task %s finished while the hung task held its slot", id)
+	}
+	dead := b.deadLetters(t)
+	require.Len(t, dead, 1)
+	require.Equal(t, hung, dead[0].Headers().Get(wire.HeaderID))
+	require.Contains(t, dead[0].Headers().Get(wire.HeaderError), "timed out after 1s")
+	require.Equal(t, 2.0, counterValue(t, metrics, "flotilla_tasks_abandoned_total"))
+	// Both abandoned goroutines return eventually (and leak nothing).
+	require.Eventually(t, func() bool { return b.hangsDone.Load() == 2 }, 10*time.Second, 10*time.Millisecond)
+}
+
+// counterValue sums the series of counter name in reg.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 func TestLongTaskSendsInProgress(t *testing.T) {
@@ -349,7 +426,7 @@ func TestKilledWorkerLosesNothing(t *testing.T) {
 		}
 	}
 	require.Zero(t, missing, "every task ran")
-	require.Eventually(t, func() bool { return streamMsgs(t, b.js, jet.StreamTasks) == 0 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return streamMsgs(t, b.js, wire.StreamTasks) == 0 }, 10*time.Second, 10*time.Millisecond)
 }
 
 func countRuns(m *sync.Map) int {
@@ -415,7 +492,7 @@ func TestClusterNodeLoss(t *testing.T) {
 	b.start(t, cfg)
 	require.Eventually(t, func() bool { return countRuns(&b.runs) >= n/4 }, 60*time.Second, 5*time.Millisecond)
 	// Stop the node that leads TASKS: the hardest node to lose.
-	s, err := b.js.Stream(t.Context(), jet.StreamTasks)
+	s, err := b.js.Stream(t.Context(), wire.StreamTasks)
 	require.NoError(t, err)
 	info, err := s.Info(t.Context())
 	require.NoError(t, err)
@@ -444,7 +521,7 @@ func TestPoisonTaskDeadLettered(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{})
 	id := b.enqueue(t, client.Request{Task: "test.count", MaxRetries: intp(0)})
-	cons, err := b.js.Consumer(t.Context(), jet.StreamTasks, jet.ConsumerName("default"))
+	cons, err := b.js.Consumer(t.Context(), wire.StreamTasks, wire.ConsumerName("default"))
 	require.NoError(t, err)
 	// Four deliveries that "crash" (NAK without running): 1 + 0 retries + 3 slack.
 	for i := 0; i < 1+worker.PoisonSlack; i++ {

@@ -1,0 +1,193 @@
+package attempt_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flotilla/flotilla/internal/attempt"
+	"github.com/flotilla/flotilla/internal/task"
+)
+
+func runner(t *testing.T, cfg attempt.Config) (*attempt.Runner, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	cfg.Metrics = attempt.NewMetrics(reg)
+	return attempt.New(cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)), reg
+}
+
+func def(fn task.HandlerFunc, opts ...task.Option) *task.Definition {
+	d := &task.Definition{Name: "t.x", Handler: fn}
+	for _, o := range opts {
+		o(&d.Options)
+	}
+	return d
+}
+
+func env() *task.Envelope {
+	return &task.Envelope{ID: "01J", Name: "t.x", Queue: "default", Attempt: 1}
+}
+
+func abandoned(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == "flotilla_tasks_abandoned_total" {
+			sum := 0.0
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+			return sum
+		}
+	}
+	return 0
+}
+
+func TestTimeoutRule(t *testing.T) {
+	t.Parallel()
+	r, _ := runner(t, attempt.Config{Timeout: time.Minute})
+	e := env()
+	require.Equal(t, time.Minute, r.Timeout(def(nil), e), "the default")
+	require.Equal(t, 10*time.Second, r.Timeout(def(nil, task.WithTimeout(10*time.Second)), e), "the registered one")
+	e.Timeout = 2 * time.Hour
+	require.Equal(t, 2*time.Hour, r.Timeout(def(nil, task.WithTimeout(10*time.Second)), e), "the task's own")
+}
+
+func TestRunOutcomes(t *testing.T) {
+	t.Parallel()
+	r, _ := runner(t, attempt.Config{Timeout: 100 * time.Millisecond, Grace: time.Second})
+	for _, tc := range []struct {
+		name    string
+		fn      task.HandlerFunc
+		typ     string
+		result  string
+		errText string
+	}{
+		{name: "success", fn: func(context.Context, *task.Envelope) (any, error) { return map[string]int{"a": 1}, nil }, result: `{"a":1}`},
+		{name: "error", fn: func(context.Context, *task.Envelope) (any, error) { return nil, errors.New("boom") }, typ: task.ErrorTypeError, errText: "boom"},
+		{name: "permanent", fn: func(context.Context, *task.Envelope) (any, error) { return nil, task.Permanent(errors.New("no")) }, typ: task.ErrorTypePermanent},
+		{name: "panic", fn: func(context.Context, *task.Envelope) (any, error) { panic("p") }, typ: task.ErrorTypePanic, errText: "panic: p"},
+		{name: "honours its deadline", fn: func(ctx context.Context, _ *task.Envelope) (any, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}, typ: task.ErrorTypeTimeout, errText: "timed out after 100ms"},
+		{name: "late success is a timeout", fn: func(context.Context, *task.Envelope) (any, error) {
+			time.Sleep(300 * time.Millisecond)
+			return "late", nil
+		}, typ: task.ErrorTypeTimeout, errText: "timed out after 100ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o := r.Run(t.Context(), def(tc.fn), env(), zerolog.Nop())
+			require.Equal(t, tc.typ, o.ErrorType)
+			require.False(t, o.Abandoned)
+			if tc.typ == "" {
+				require.NoError(t, o.Err)
+				require.JSONEq(t, tc.result, string(o.Result))
+				return
+			}
+			require.Error(t, o.Err)
+			require.Nil(t, o.Result)
+			if tc.errText != "" {
+				require.Contains(t, o.Err.Error(), tc.errText)
+			}
+			if tc.typ == task.ErrorTypeTimeout {
+				require.ErrorIs(t, o.Err, context.DeadlineExceeded)
+			}
+		})
+	}
+}
+
+// TestRunContext: the handler's context carries its envelope and logger.
+func TestRunContext(t *testing.T) {
+	t.Parallel()
+	r, _ := runner(t, attempt.Config{})
+	var got *task.Envelope
+	var hasLogger bool
+	o := r.Run(t.Context(), def(func(ctx context.Context, _ *task.Envelope) (any, error) {
+		got, _ = task.EnvelopeFrom(ctx)
+		hasLogger = zerolog.Ctx(ctx) != zerolog.DefaultContextLogger && zerolog.Ctx(ctx).GetLevel() != zerolog.Disabled
+		return nil, nil
+	}), env(), zerolog.New(nil))
+	require.NoError(t, o.Err)
+	require.Equal(t, "01J", got.ID)
+	require.True(t, hasLogger)
+}
+
+// TestMiddlewareOnce: middleware wraps the handler once, outermost first.
+func TestMiddlewareOnce(t *testing.T) {
+	t.Parallel()
+	var order []string
+	mw := func(name string) task.Middleware {
+		return func(next task.HandlerFunc) task.HandlerFunc {
+			return func(ctx context.Context, e *task.Envelope) (any, error) {
+				order = append(order, name)
+				return next(ctx, e)
+			}
+		}
+	}
+	r, _ := runner(t, attempt.Config{Middleware: []task.Middleware{mw("outer"), mw("inner")}})
+	r.Run(t.Context(), def(func(context.Context, *task.Envelope) (any, error) {
+		order = append(order, "handler")
+		return nil, nil
+	}), env(), zerolog.Nop())
+	require.Equal(t, []string{"outer", "inner", "handler"}, order)
+}
+
+// TestHardTimeout: a handler that ignores its context is abandoned grace
+// after its deadline; the attempt ends then, as a timeout.
+func TestHardTimeout(t *testing.T) {
+	t.Parallel()
+	r, reg := runner(t, attempt.Config{Timeout: 100 * time.Millisecond, Grace: 200 * time.Millisecond})
+	var returned atomic.Bool
+	start := time.Now()
+	o := r.Run(t.Context(), def(func(context.Context, *task.Envelope) (any, error) {
+		time.Sleep(time.Second)
+		returned.Store(true)
+		return "never seen", nil
+	}), env(), zerolog.Nop())
+	took := time.Since(start)
+	require.True(t, o.Abandoned)
+	require.Equal(t, task.ErrorTypeTimeout, o.ErrorType)
+	require.ErrorIs(t, o.Err, context.DeadlineExceeded)
+	require.Contains(t, o.Err.Error(), "timed out after 100ms; the handler ignored its context and was abandoned 200ms later")
+	require.GreaterOrEqual(t, took, 300*time.Millisecond)
+	require.Less(t, took, 900*time.Millisecond)
+	require.Equal(t, 1.0, abandoned(t, reg))
+	require.Eventually(t, returned.Load, 3*time.Second, 10*time.Millisecond)
+}
+
+// TestCallerDeadline: a context with an earlier deadline (a sync caller's
+// wait) ends the attempt as a timeout too; a cancelled one (shutdown) is
+// not a timeout, and a handler ignoring it is abandoned after the grace.
+func TestCallerDeadline(t *testing.T) {
+	t.Parallel()
+	r, _ := runner(t, attempt.Config{Timeout: time.Hour, Grace: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	o := r.Run(ctx, def(func(ctx context.Context, _ *task.Envelope) (any, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}), env(), zerolog.Nop())
+	require.Equal(t, task.ErrorTypeTimeout, o.ErrorType)
+	require.Contains(t, o.Err.Error(), "timed out after 50ms")
+
+	ctx, cancel = context.WithCancel(t.Context())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	done := make(chan struct{})
+	o = r.Run(ctx, def(func(context.Context, *task.Envelope) (any, error) {
+		<-done
+		return nil, nil
+	}), env(), zerolog.Nop())
+	close(done)
+	require.True(t, o.Abandoned)
+	require.Equal(t, task.ErrorTypeError, o.ErrorType)
+	require.ErrorIs(t, o.Err, context.Canceled)
+}

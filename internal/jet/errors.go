@@ -1,0 +1,52 @@
+package jet
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// JetStream API error codes Flotilla acts on that nats.go names no
+// constant for, taken from the server's own table.
+const (
+	// codeStoreFailed: the stream's store refused a message; with discard
+	// new at a limit the description says "maximum messages exceeded" or
+	// "maximum bytes exceeded".
+	codeStoreFailed = jetstream.ErrorCode(server.JSStreamStoreFailedF)
+	// codeMsgDeleteFailed: deleting a message failed; for a sequence that
+	// holds none the server says "stream store EOF" or "no message found".
+	codeMsgDeleteFailed = jetstream.ErrorCode(server.JSStreamMsgDeleteFailedF)
+)
+
+func apiCode(err error) (jetstream.ErrorCode, string, bool) {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return 0, "", false
+	}
+	return apiErr.ErrorCode, apiErr.Description, true
+}
+
+// IsStreamFull reports whether a publish was refused because the stream is
+// at its message or byte limit (discard new).
+func IsStreamFull(err error) bool {
+	code, desc, ok := apiCode(err)
+	return ok && code == codeStoreFailed && strings.Contains(desc, "exceeded")
+}
+
+// IsMsgTooLarge reports whether a publish was refused for its size.
+func IsMsgTooLarge(err error) bool {
+	code, _, ok := apiCode(err)
+	return ok && code == jetstream.JSErrCodeStreamMessageExceedsMaximum
+}
+
+// isNoMessage reports whether a get or delete found no message at its sequence.
+func isNoMessage(err error) bool {
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return true
+	}
+	code, desc, ok := apiCode(err)
+	return ok && (code == jetstream.JSErrCodeMessageNotFound ||
+		code == codeMsgDeleteFailed && (strings.Contains(desc, "EOF") || strings.Contains(desc, "not found") || strings.Contains(desc, "no message")))
+}
