@@ -54,6 +54,7 @@ type Config struct {
 type Runner struct {
 	cfg Config
 	log zerolog.Logger
+	dog *watchdog
 }
 
 // New returns a runner; log is the logger of the role that owns it.
@@ -67,7 +68,7 @@ func New(cfg Config, log zerolog.Logger) *Runner {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Runner{cfg: cfg, log: log}
+	return &Runner{cfg: cfg, log: log, dog: newWatchdog(cfg.Grace, cfg.Now, cfg.Metrics)}
 }
 
 // Logger returns base with the fields of env's attempt.
@@ -140,78 +141,64 @@ type Outcome struct {
 // Runtime is how long the attempt took.
 func (o Outcome) Runtime() time.Duration { return o.End.Sub(o.Start) }
 
-type returned struct {
-	res json.RawMessage
-	err error
-	at  time.Time
-}
+// Attempt states, for the race between a handler returning and its
+// abandonment.
+const (
+	running int32 = iota
+	returnedInTime
+	abandonedState
+)
 
-// Run runs def's handler for env under ctx, wrapped in the middleware, with
-// the attempt's timeout (see [Runner.Timeout]) and log (see [Logger]) in
-// its context, and returns the outcome:
+// Run runs def's handler for env in the calling goroutine, wrapped in the
+// middleware, with the attempt's timeout (see [Runner.Timeout]) and log
+// (see [Logger]) in its context, and returns the outcome with ok true:
 //
 //   - the handler returned before its deadline: its result, or its error;
 //   - the deadline passed first: a [TimeoutError], even if the handler
 //     returns a result later within the grace period — the deadline is the
-//     contract;
-//   - the handler has not returned Grace after its context ended (deadline,
-//     caller gone, shutdown): the attempt ends as a [TimeoutError] (or the
-//     context's error) marked Abandoned, counted in
-//     flotilla_tasks_abandoned_total and logged with the task id; the
-//     handler's goroutine runs on and its eventual result is dropped.
-func (r *Runner) Run(ctx context.Context, def *task.Definition, env *task.Envelope, log zerolog.Logger) Outcome {
+//     contract.
+//
+// A handler that has not returned Grace after its context ended (deadline,
+// caller gone, shutdown) is abandoned: the attempt ends as a
+// [TimeoutError] (or the context's error) marked Abandoned, counted in
+// flotilla_tasks_abandoned_total and logged with the task id, and
+// abandoned is called with that outcome — once, on a goroutine of its own,
+// while the handler still runs. The caller's goroutine stays in the
+// handler (Go cannot stop it); when the handler returns at last, its result
+// is dropped and Run returns ok false. So abandoned must finish the attempt
+// and free whatever the caller's goroutine stood for (the worker starts a
+// new handler goroutine in its place).
+//
+// Attempts run inline and one watchdog goroutine per runner checks the
+// ones in flight a few times per grace period, so the hot path costs no
+// goroutine hand-off and no timer beyond the context's own.
+func (r *Runner) Run(ctx context.Context, def *task.Definition, env *task.Envelope, log zerolog.Logger, abandoned func(Outcome)) (Outcome, bool) {
 	timeout := r.Timeout(def, env)
-	o := Outcome{Start: r.cfg.Now()}
+	start := r.cfg.Now()
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	deadline, _ := hctx.Deadline()
 	allowed := timeout
-	if pd, ok := ctx.Deadline(); ok && pd.Before(o.Start.Add(timeout)) {
-		// The caller's wait ends first.
-		allowed = pd.Sub(o.Start).Round(time.Millisecond)
+	if left := deadline.Sub(start); left < timeout {
+		allowed = left.Round(time.Millisecond) // the caller's wait ends first
 	}
-	hctx = task.WithEnvelope(log.WithContext(hctx), env)
-
-	done := make(chan returned, 1)
-	go func() {
-		res, err := task.Call(hctx, def.Handler, env, r.cfg.Middleware...)
-		done <- returned{res: res, err: err, at: r.cfg.Now()}
-	}()
-	var ret returned
-	select {
-	case ret = <-done:
-	case <-hctx.Done():
-		grace := time.NewTimer(r.cfg.Grace)
-		select {
-		case ret = <-done:
-			grace.Stop()
-		case <-grace.C:
-			o.End = r.cfg.Now()
-			o.Abandoned = true
-			if errors.Is(hctx.Err(), context.DeadlineExceeded) {
-				o.Err = &TimeoutError{After: allowed, Abandoned: true, Grace: r.cfg.Grace}
-			} else {
-				o.Err = fmt.Errorf("cancelled (%w); the handler ignored its context and was abandoned %s later", context.Cause(hctx), r.cfg.Grace)
-			}
-			o.ErrorType = task.ErrorType(o.Err)
-			r.cfg.Metrics.abandon(env)
-			log.Error().Err(o.Err).Dur("grace", r.cfg.Grace).
-				Msg("handler abandoned: it did not return after its context ended; its goroutine still runs (handlers must watch ctx.Done())")
-			return o
-		}
+	w := r.dog.watch(hctx, env, log, start, deadline, allowed, abandoned)
+	res, err := task.Call(task.WithEnvelope(log.WithContext(hctx), env), def.Handler, env, r.cfg.Middleware...)
+	o := Outcome{Start: start, End: r.cfg.Now()}
+	if !r.dog.unwatch(w) {
+		return Outcome{}, false // abandoned meanwhile; the attempt is finished
 	}
-	o.End = r.cfg.Now()
-	if !ret.at.Before(deadline) && errors.Is(hctx.Err(), context.DeadlineExceeded) {
-		o.Err = &TimeoutError{After: allowed, Err: ret.err}
+	if !o.End.Before(deadline) && errors.Is(hctx.Err(), context.DeadlineExceeded) {
+		o.Err = &TimeoutError{After: allowed, Err: err}
 		o.ErrorType = task.ErrorTypeTimeout
-		return o
+		return o, true
 	}
-	if ret.err != nil {
-		o.Err, o.ErrorType = ret.err, task.ErrorType(ret.err)
-		return o
+	if err != nil {
+		o.Err, o.ErrorType = err, task.ErrorType(err)
+		return o, true
 	}
-	o.Result = ret.res
-	return o
+	o.Result = res
+	return o, true
 }
 
 // Exec runs env as a synchronous execution: a started event, the attempt
@@ -222,7 +209,15 @@ func (r *Runner) Exec(ctx context.Context, def *task.Definition, env *task.Envel
 	log := Logger(r.log, env)
 	r.cfg.Events.Emit(&wire.Event{Kind: wire.EventStarted, ID: env.ID, Task: env.Name, Queue: env.Queue,
 		Time: r.cfg.Now(), Attempt: env.Attempt, Origin: env.Origin, Worker: r.cfg.Worker})
-	o := r.Run(ctx, def, env, log)
+	// The handler runs on a goroutine of its own so that an abandoned one
+	// leaves the caller (a micro service instance, an HTTP request) free.
+	outcomes := make(chan Outcome, 1)
+	go func() {
+		if o, ok := r.Run(ctx, def, env, log, func(o Outcome) { outcomes <- o }); ok {
+			outcomes <- o
+		}
+	}()
+	o := <-outcomes
 	reply := wire.ExecReply{ID: env.ID, Worker: r.cfg.Worker, Started: o.Start, Finished: o.End, Result: o.Result}
 	u := results.Update{Task: env.Name, Queue: env.Queue, Attempts: env.Attempt, EnqueuedAt: env.EnqueuedAt,
 		StartedAt: o.Start, FinishedAt: o.End, Worker: r.cfg.Worker}

@@ -3,7 +3,6 @@ package attempt_test
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,7 +84,8 @@ func TestRunOutcomes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			o := r.Run(t.Context(), def(tc.fn), env(), zerolog.Nop())
+			o, ok := r.Run(t.Context(), def(tc.fn), env(), zerolog.Nop(), nil)
+			require.True(t, ok)
 			require.Equal(t, tc.typ, o.ErrorType)
 			require.False(t, o.Abandoned)
 			if tc.typ == "" {
@@ -111,11 +111,11 @@ func TestRunContext(t *testing.T) {
 	r, _ := runner(t, attempt.Config{})
 	var got *task.Envelope
 	var hasLogger bool
-	o := r.Run(t.Context(), def(func(ctx context.Context, _ *task.Envelope) (any, error) {
+	o, _ := r.Run(t.Context(), def(func(ctx context.Context, _ *task.Envelope) (any, error) {
 		got, _ = task.EnvelopeFrom(ctx)
 		hasLogger = zerolog.Ctx(ctx) != zerolog.DefaultContextLogger && zerolog.Ctx(ctx).GetLevel() != zerolog.Disabled
 		return nil, nil
-	}), env(), zerolog.New(nil))
+	}), env(), zerolog.New(nil), nil)
 	require.NoError(t, o.Err)
 	require.Equal(t, "01J", got.ID)
 	require.True(t, hasLogger)
@@ -137,22 +137,34 @@ func TestMiddlewareOnce(t *testing.T) {
 	r.Run(t.Context(), def(func(context.Context, *task.Envelope) (any, error) {
 		order = append(order, "handler")
 		return nil, nil
-	}), env(), zerolog.Nop())
+	}), env(), zerolog.Nop(), nil)
 	require.Equal(t, []string{"outer", "inner", "handler"}, order)
 }
 
 // TestHardTimeout: a handler that ignores its context is abandoned grace
-// after its deadline; the attempt ends then, as a timeout.
+// after its deadline: the abandonment callback gets a timeout outcome then,
+// while the handler runs on; Run returns ok false once it comes back.
 func TestHardTimeout(t *testing.T) {
 	t.Parallel()
 	r, reg := runner(t, attempt.Config{Timeout: 100 * time.Millisecond, Grace: 200 * time.Millisecond})
-	var returned atomic.Bool
 	start := time.Now()
-	o := r.Run(t.Context(), def(func(context.Context, *task.Envelope) (any, error) {
-		time.Sleep(time.Second)
-		returned.Store(true)
-		return "never seen", nil
-	}), env(), zerolog.Nop())
+	abandonedC := make(chan attempt.Outcome, 1)
+	returned := make(chan bool, 1)
+	go func() {
+		_, ok := r.Run(t.Context(), def(func(context.Context, *task.Envelope) (any, error) {
+			time.Sleep(time.Second)
+			return "never seen", nil
+		}), env(), zerolog.Nop(), func(o attempt.Outcome) { abandonedC <- o })
+		returned <- ok
+	}()
+	var o attempt.Outcome
+	select {
+	case o = <-abandonedC:
+	case <-returned:
+		t.Fatal("Run returned before the handler was abandoned")
+	case <-time.After(5 * time.Second):
+		t.Fatal("not abandoned")
+	}
 	took := time.Since(start)
 	require.True(t, o.Abandoned)
 	require.Equal(t, task.ErrorTypeTimeout, o.ErrorType)
@@ -161,7 +173,12 @@ func TestHardTimeout(t *testing.T) {
 	require.GreaterOrEqual(t, took, 300*time.Millisecond)
 	require.Less(t, took, 900*time.Millisecond)
 	require.Equal(t, 1.0, abandoned(t, reg))
-	require.Eventually(t, returned.Load, 3*time.Second, 10*time.Millisecond)
+	select {
+	case ok := <-returned:
+		require.False(t, ok, "the late result is dropped")
+	case <-time.After(3 * time.Second):
+		t.Fatal("Run did not return after the handler did")
+	}
 }
 
 // TestCallerDeadline: a context with an earlier deadline (a sync caller's
@@ -172,22 +189,42 @@ func TestCallerDeadline(t *testing.T) {
 	r, _ := runner(t, attempt.Config{Timeout: time.Hour, Grace: 100 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
-	o := r.Run(ctx, def(func(ctx context.Context, _ *task.Envelope) (any, error) {
+	o, ok := r.Run(ctx, def(func(ctx context.Context, _ *task.Envelope) (any, error) {
 		<-ctx.Done()
 		return nil, ctx.Err()
-	}), env(), zerolog.Nop())
+	}), env(), zerolog.Nop(), nil)
+	require.True(t, ok)
 	require.Equal(t, task.ErrorTypeTimeout, o.ErrorType)
 	require.Contains(t, o.Err.Error(), "timed out after 50ms")
 
 	ctx, cancel = context.WithCancel(t.Context())
 	time.AfterFunc(20*time.Millisecond, cancel)
-	done := make(chan struct{})
-	o = r.Run(ctx, def(func(context.Context, *task.Envelope) (any, error) {
-		<-done
+	release := make(chan struct{})
+	abandonedC := make(chan attempt.Outcome, 1)
+	go r.Run(ctx, def(func(context.Context, *task.Envelope) (any, error) {
+		<-release
 		return nil, nil
-	}), env(), zerolog.Nop())
-	close(done)
+	}), env(), zerolog.Nop(), func(o attempt.Outcome) { abandonedC <- o })
+	o = <-abandonedC
+	close(release)
 	require.True(t, o.Abandoned)
 	require.Equal(t, task.ErrorTypeError, o.ErrorType)
 	require.ErrorIs(t, o.Err, context.Canceled)
+}
+
+// TestExecAbandoned: a synchronous execution answers when its handler is
+// abandoned, without waiting for it.
+func TestExecAbandoned(t *testing.T) {
+	t.Parallel()
+	r, _ := runner(t, attempt.Config{Timeout: 50 * time.Millisecond, Grace: 50 * time.Millisecond})
+	release := make(chan struct{})
+	defer close(release)
+	start := time.Now()
+	reply := r.Exec(t.Context(), def(func(context.Context, *task.Envelope) (any, error) {
+		<-release
+		return nil, nil
+	}), &task.Envelope{ID: "01J", Name: "t.x", Queue: "sync", Attempt: 1, Origin: "sync"})
+	require.Less(t, time.Since(start), time.Second)
+	require.Equal(t, "504", reply.Code)
+	require.Equal(t, task.ErrorTypeTimeout, reply.ErrorType)
 }

@@ -138,21 +138,35 @@ type queueRunner struct {
 	cc       jetstream.ConsumeContext
 }
 
+// slot starts one handler goroutine (tracked by handlers) taking tasks from
+// the inbox until it closes. A goroutine whose handler is abandoned stops
+// being a slot: the abandonment starts a new slot in its place and releases
+// the old one's count, so shutdown does not wait for a hung handler.
+func (q *queueRunner) slot(w *Worker, workCtx context.Context, handlers *sync.WaitGroup) {
+	handlers.Add(1)
+	go func() {
+		for {
+			m, ok := q.in.get()
+			if !ok {
+				handlers.Done()
+				return
+			}
+			replaced := func() {
+				q.slot(w, workCtx, handlers) // Add before Done: the count never touches zero
+				handlers.Done()
+			}
+			if !w.process(workCtx, m, replaced) {
+				return // abandoned: replaced took over this slot's count
+			}
+		}
+	}()
+}
+
 // start launches the handlers (tracked by handlers) and the consumer.
 // Tasks that arrive once stopping is closed are NAKed at once.
 func (q *queueRunner) start(w *Worker, workCtx context.Context, stopping <-chan struct{}, handlers *sync.WaitGroup) error {
 	for range w.cfg.Concurrency {
-		handlers.Add(1)
-		go func() {
-			defer handlers.Done()
-			for {
-				m, ok := q.in.get()
-				if !ok {
-					return
-				}
-				w.process(workCtx, m)
-			}
-		}()
+		q.slot(w, workCtx, handlers)
 	}
 	cc, err := q.consumer.Consume(func(m jetstream.Msg) {
 		select {
@@ -313,7 +327,11 @@ type delivery struct {
 	log    zerolog.Logger
 }
 
-func (w *Worker) process(ctx context.Context, m jetstream.Msg) {
+// process handles one delivery. It returns false when the handler was
+// abandoned (see attempt.Runner.Run): the attempt was then finished and
+// replaced called from the abandonment, and the calling goroutine, back at
+// last, must stop.
+func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) bool {
 	n := 1
 	if meta, err := m.Metadata(); err == nil {
 		n = int(meta.NumDelivered)
@@ -325,12 +343,12 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg) {
 	d.log = attempt.Logger(w.log, env)
 	if err != nil {
 		w.dead(ctx, d, err.Error())
-		return
+		return true
 	}
 	def, err := w.reg.Lookup(env.Name)
 	if err != nil {
 		w.dead(ctx, d, err.Error())
-		return
+		return true
 	}
 	d.def = def
 	d.record = w.store != nil && !def.Options.NoResult
@@ -342,14 +360,14 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg) {
 	}
 	if !env.Expires.IsZero() && d.start.After(env.Expires) {
 		w.expire(ctx, d)
-		return
+		return true
 	}
 	// Deliveries also count NAKs of tasks a stopping worker had buffered but
 	// never ran, so a poison task is one delivered PoisonSlack times more
 	// than its budget allows.
 	if n > env.MaxRetries+1+PoisonSlack {
 		w.dead(ctx, d, fmt.Sprintf("delivered %d times, over its budget of %d retries (a worker may have died while running it)", n, env.MaxRetries))
-		return
+		return true
 	}
 	if d.record {
 		w.store.SetAsync(env.ID, results.Update{
@@ -361,13 +379,21 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg) {
 	d.log.Debug().Msg("task started")
 
 	progress := w.keepAlive(m)
-	o := w.runner.Run(ctx, def, env, d.log)
+	o, ok := w.runner.Run(ctx, def, env, d.log, func(o attempt.Outcome) {
+		progress.Stop()
+		w.fail(ctx, d, o)
+		replaced()
+	})
+	if !ok {
+		return false
+	}
 	progress.Stop()
 	if o.Err == nil {
 		w.succeed(ctx, d, o)
-		return
+	} else {
+		w.fail(ctx, d, o)
 	}
-	w.fail(ctx, d, o)
+	return true
 }
 
 // progressTimer sends in-progress acks every AckWait/4 while a handler runs.
