@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# One image for every role: the command picks it (web, api, worker, dev, or an
-# admin command such as "streams apply").
+# One image for every role: the command picks it (web, api, worker, beat, dev, or
+# an admin command such as "migrate up" or "streams apply").
 #
 #   docker build -t flotilla --build-arg VERSION=$(git describe --tags --always) .
 #   docker run --rm flotilla version
@@ -33,8 +33,8 @@ COPY --from=build /out/flotilla /usr/local/bin/flotilla
 USER flotilla
 # data_dir (./var) of the dev role lives here.
 WORKDIR /var/lib/flotilla
-# 8080 web, 8081 api, 8082 worker health and metrics.
-EXPOSE 8080 8081 8082
+# 8080 web, 8081 api; health and metrics of the worker on 8082, of beat on 8083.
+EXPOSE 8080 8081 8082 8083
 # FLOTILLA_HEALTH_ROLE is read by this health check only (it is not a config
 # key); docker-compose.yml overrides the check per service anyway.
 ENV FLOTILLA_HEALTH_ROLE=web
