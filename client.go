@@ -29,7 +29,17 @@ var (
 	ErrTooLarge = client.ErrTooLarge
 	// ErrNotFound: no state is recorded for that task id.
 	ErrNotFound = results.ErrNotFound
+	// ErrUnavailable: NATS JetStream could not take the task (no server,
+	// stream or leader answered); nothing was stored, retry later.
+	ErrUnavailable = client.ErrUnavailable
+	// ErrUnconfirmed: the task was sent but not acknowledged in time; it may
+	// be stored. Enqueue it again with EnqueueOptions.ID set to the id the
+	// error carries (errors.As an *UnconfirmedError): it runs at most once.
+	ErrUnconfirmed = client.ErrUnconfirmed
 )
+
+// UnconfirmedError carries the id of a task whose publish went unconfirmed.
+type UnconfirmedError = client.UnconfirmedError
 
 // ClientOptions configure [Dial].
 type ClientOptions struct {
@@ -62,6 +72,10 @@ type State = results.State
 
 // EnqueueOptions are the optional fields of an enqueue.
 type EnqueueOptions struct {
+	// ID, when set, is the task id (1-64 of A-Z a-z 0-9 _ -) and its
+	// deduplication id: enqueues repeated with one ID within the dedup
+	// window (5 min) run once.
+	ID             string
 	Queue          string
 	Countdown      time.Duration
 	ETA            time.Time
@@ -134,7 +148,7 @@ func (c *Client) request(taskName string, args any, o EnqueueOptions) (client.Re
 		raw = b
 	}
 	return client.Request{
-		Task: taskName, Queue: o.Queue, Args: raw, Countdown: o.Countdown, ETA: o.ETA, Expires: o.Expires,
+		ID: o.ID, Task: taskName, Queue: o.Queue, Args: raw, Countdown: o.Countdown, ETA: o.ETA, Expires: o.Expires,
 		MaxRetries: o.MaxRetries, Timeout: o.Timeout, IdempotencyKey: o.IdempotencyKey, Origin: wire.OriginClient,
 	}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/flotilla/flotilla/internal/auth"
 	"github.com/flotilla/flotilla/internal/logging"
 	"github.com/flotilla/flotilla/internal/rest"
 	"github.com/flotilla/flotilla/internal/wire"
@@ -28,9 +29,11 @@ type Config struct {
 	// ExecTimeout is the default wait, ExecTimeoutMax the largest ?timeout=.
 	ExecTimeout, ExecTimeoutMax time.Duration
 
-	// Auth is AuthNone or AuthToken; Verify checks a token (see [StoreVerifier]).
-	Auth   string
-	Verify func(ctx context.Context, token string) (name string, err error)
+	// Auth is auth.AuthNone or auth.AuthToken; Verify checks a token (see
+	// auth.StoreVerifier); Failures limits failed attempts per address.
+	Auth     string
+	Verify   func(ctx context.Context, token string) (name string, err error)
+	Failures auth.FailureLimit
 	// Redis, when set, backs sessions (SessionTTL) and the per-token rate
 	// limit (RateLimit requests per RateWindow; 0 = off) under Prefix.
 	Redis      redis.UniversalClient
@@ -40,6 +43,9 @@ type Config struct {
 	RateWindow time.Duration
 	// Metrics is the role's registry, served on /metrics; nil = a new one.
 	Metrics *prometheus.Registry
+	// RequestTimeout bounds every request but sync executions (see
+	// rest.NewRole); 0 = none.
+	RequestTimeout time.Duration
 }
 
 // Server is the api role.
@@ -54,14 +60,14 @@ func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *
 	if cfg.Metrics == nil {
 		cfg.Metrics = rest.NewRegistry()
 	}
-	e := rest.NewRole("api", log, cfg.Metrics, checks)
+	e := rest.NewRole("api", log, cfg.Metrics, checks, cfg.RequestTimeout)
 	e.JSONSerializer = TimezoneSerializer{}
 	// Order matters: the rate limit and the session need the caller Auth sets.
 	mode := cfg.Auth
 	if mode == "" {
-		mode = AuthNone
+		mode = auth.AuthNone
 	}
-	e.Use(Auth(mode, cfg.Verify, log))
+	e.Use(auth.Auth(mode, cfg.Verify, log, cfg.Failures))
 	if cfg.Redis != nil {
 		e.Use(RateLimit(cfg.Redis, cfg.Prefix, cfg.RateLimit, cfg.RateWindow, log))
 		if cfg.SessionTTL > 0 {

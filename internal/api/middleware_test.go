@@ -2,10 +2,7 @@ package api_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flotilla/flotilla/internal/api"
+	"github.com/flotilla/flotilla/internal/auth"
 	"github.com/flotilla/flotilla/internal/rest"
 	"github.com/flotilla/flotilla/internal/results/resultstest"
 	"github.com/flotilla/flotilla/internal/store"
@@ -69,7 +67,7 @@ func newEcho(mw ...echo.MiddlewareFunc) *echo.Echo {
 	e := rest.NewEcho(zerolog.Nop())
 	e.Use(mw...)
 	me := func(c echo.Context) error {
-		return c.JSON(http.StatusOK, whoami{Caller: api.Caller(c), Session: api.SessionID(c)})
+		return c.JSON(http.StatusOK, whoami{Caller: auth.Caller(c), Session: api.SessionID(c)})
 	}
 	e.GET("/api/v1/whoami", me)
 	e.GET("/healthz", me)
@@ -96,152 +94,6 @@ func decodeError(t *testing.T, rec *httptest.ResponseRecorder) rest.Error {
 	return body
 }
 
-func TestAuthToken(t *testing.T) {
-	t.Parallel()
-	ctx := t.Context()
-	st := store.New(storetest.Pool(t))
-	valid, _, err := st.TokenCreate(ctx, "ci")
-	require.NoError(t, err)
-	revoked, _, err := st.TokenCreate(ctx, "old")
-	require.NoError(t, err)
-	require.NoError(t, st.TokenRevoke(ctx, "old"))
-	wrong := valid[:len(valid)-4] + "aaaa"
-	if wrong == valid {
-		wrong = valid[:len(valid)-4] + "bbbb"
-	}
-
-	var logs syncBuffer
-	e := newEcho(api.Auth(api.AuthToken, api.StoreVerifier(st), zerolog.New(&logs)))
-
-	ok := []struct {
-		name   string
-		path   string
-		header []string
-		caller string
-	}{
-		{"bearer", "/api/v1/whoami", []string{"Authorization", "Bearer " + valid}, "ci"},
-		{"bearer lower case", "/api/v1/whoami", []string{"Authorization", "bearer " + valid}, "ci"},
-		{"x-api-token", "/api/v1/whoami", []string{"X-API-Token", valid}, "ci"},
-		{"basic from a proxy and x-api-token", "/api/v1/whoami", []string{"Authorization", "Basic dTpw", "X-API-Token", valid}, "ci"},
-		{"healthz exempt", "/healthz", nil, ""},
-		{"readyz exempt", "/readyz", nil, ""},
-		{"metrics exempt", "/metrics", []string{"Authorization", "Bearer " + wrong}, ""},
-	}
-	for _, tt := range ok {
-		rec := do(e, http.MethodGet, tt.path, tt.header...)
-		require.Equal(t, http.StatusOK, rec.Code, "%s: %s", tt.name, rec.Body)
-		var got whoami
-		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &got))
-		require.Equal(t, tt.caller, got.Caller, tt.name)
-	}
-
-	refused := []struct {
-		name      string
-		header    []string
-		challenge string
-		reason    string
-	}{
-		{"missing", nil, `Bearer realm="flotilla"`, "no API token"},
-		{"wrong", []string{"Authorization", "Bearer " + wrong}, `Bearer realm="flotilla", error="invalid_token"`, "unknown or revoked token"},
-		{"wrong in x-api-token", []string{"X-API-Token", wrong}, `Bearer realm="flotilla", error="invalid_token"`, "unknown or revoked token"},
-		{"revoked", []string{"Authorization", "Bearer " + revoked}, `Bearer realm="flotilla", error="invalid_token"`, "unknown or revoked token"},
-		{"malformed", []string{"Authorization", "Bearer not-a-token"}, `Bearer realm="flotilla", error="invalid_token"`, "unknown or revoked token"},
-		{"empty bearer", []string{"Authorization", "Bearer "}, `Bearer realm="flotilla", error="invalid_request"`, "empty bearer token"},
-		{"basic", []string{"Authorization", "Basic dTpw"}, `Bearer realm="flotilla", error="invalid_request"`, "unsupported Authorization scheme (want Bearer)"},
-		{"token without scheme", []string{"Authorization", valid}, `Bearer realm="flotilla", error="invalid_request"`, "unsupported Authorization scheme (want Bearer)"},
-	}
-	for _, tt := range refused {
-		rec := do(e, http.MethodGet, "/api/v1/whoami", tt.header...)
-		require.Equal(t, http.StatusUnauthorized, rec.Code, tt.name)
-		require.Equal(t, tt.challenge, rec.Header().Get("WWW-Authenticate"), tt.name)
-		body := decodeError(t, rec)
-		require.Equal(t, "unauthorized", body.Code, tt.name)
-		require.NotEmpty(t, body.Error, tt.name)
-		require.NotContains(t, rec.Body.String(), valid[4:], tt.name)
-	}
-
-	// Every refusal is logged with the address and reason, never the token.
-	lines := logs.lines(t)
-	require.Len(t, lines, len(refused))
-	for i, l := range lines {
-		require.Equal(t, "warn", l["level"])
-		require.Equal(t, refused[i].reason, l["reason"], refused[i].name)
-		require.Equal(t, "192.0.2.1:1234", l["remote_addr"])
-		require.Equal(t, "/api/v1/whoami", l["path"])
-		require.Equal(t, "GET", l["method"])
-	}
-	all := logs.String()
-	for _, secret := range []string{valid, wrong, revoked} {
-		require.NotContains(t, all, secret)
-		require.NotContains(t, all, secret[4:], "no part of a token")
-		require.NotContains(t, all, secret[len(secret)-12:], "no part of a token")
-	}
-}
-
-func TestAuthLogsForwardedAddress(t *testing.T) {
-	t.Parallel()
-	var logs syncBuffer
-	verify := func(context.Context, string) (string, error) { return "", api.ErrInvalidToken }
-	e := newEcho(api.Auth(api.AuthToken, verify, zerolog.New(&logs)))
-	rec := do(e, http.MethodGet, "/api/v1/whoami", "X-API-Token", "secret-text", "X-Forwarded-For", "203.0.113.9")
-	require.Equal(t, http.StatusUnauthorized, rec.Code)
-	lines := logs.lines(t)
-	require.Len(t, lines, 1)
-	require.Equal(t, "192.0.2.1:1234", lines[0]["remote_addr"])
-	require.Equal(t, "203.0.113.9", lines[0]["real_ip"])
-	require.NotContains(t, logs.String(), "secret-text")
-}
-
-func TestAuthNone(t *testing.T) {
-	t.Parallel()
-	called := false
-	verify := func(context.Context, string) (string, error) { called = true; return "x", nil }
-	e := newEcho(api.Auth(api.AuthNone, verify, zerolog.Nop()))
-	for _, h := range [][]string{nil, {"Authorization", "Bearer whatever"}} {
-		rec := do(e, http.MethodGet, "/api/v1/whoami", h...)
-		require.Equal(t, http.StatusOK, rec.Code)
-		require.JSONEq(t, `{"caller":"anonymous","session":""}`, rec.Body.String())
-	}
-	require.False(t, called, "mode none never verifies")
-}
-
-func TestAuthVerifyFails(t *testing.T) {
-	t.Parallel()
-	var logs syncBuffer
-	verify := func(context.Context, string) (string, error) {
-		return "", errors.New("postgresql at 127.0.0.1:5432 is not reachable")
-	}
-	e := newEcho(api.Auth(api.AuthToken, verify, zerolog.New(&logs)))
-	rec := do(e, http.MethodGet, "/api/v1/whoami", "Authorization", "Bearer flt_secret")
-	require.Equal(t, http.StatusServiceUnavailable, rec.Code, "never let through unverified")
-	require.Equal(t, "auth_unavailable", decodeError(t, rec).Code)
-	lines := logs.lines(t)
-	require.Len(t, lines, 1)
-	require.Equal(t, "error", lines[0]["level"])
-	require.Contains(t, lines[0]["error"], "not reachable")
-	require.NotContains(t, logs.String(), "flt_secret")
-}
-
-func TestAuthPanicsOnBadMode(t *testing.T) {
-	t.Parallel()
-	require.Panics(t, func() { api.Auth("basic", nil, zerolog.Nop()) })
-	require.Panics(t, func() { api.Auth(api.AuthToken, nil, zerolog.Nop()) })
-}
-
-func TestStoreVerifier(t *testing.T) {
-	t.Parallel()
-	ctx := t.Context()
-	st := store.New(storetest.Pool(t))
-	plain, _, err := st.TokenCreate(ctx, "svc")
-	require.NoError(t, err)
-	verify := api.StoreVerifier(st)
-	name, err := verify(ctx, plain)
-	require.NoError(t, err)
-	require.Equal(t, "svc", name)
-	_, err = verify(ctx, "flt_nope")
-	require.ErrorIs(t, err, api.ErrInvalidToken)
-}
-
 // TestMiddlewareChain runs the api role's protective middleware in the
 // recommended order: Auth → RateLimit → Session → Timezone.
 func TestMiddlewareChain(t *testing.T) {
@@ -253,7 +105,7 @@ func TestMiddlewareChain(t *testing.T) {
 	require.NoError(t, err)
 
 	e := newEcho(
-		api.Auth(api.AuthToken, api.StoreVerifier(st), zerolog.Nop()),
+		auth.Auth(auth.AuthToken, auth.StoreVerifier(st), zerolog.Nop()),
 		api.RateLimit(rdb, prefix, 3, time.Hour, zerolog.Nop()),
 		api.Session(rdb, prefix, time.Minute, zerolog.Nop()),
 		api.Timezone(),
@@ -285,15 +137,4 @@ func TestMiddlewareChain(t *testing.T) {
 	require.Equal(t, "rate_limited", decodeError(t, rec).Code)
 	require.NotEmpty(t, rec.Header().Get("Retry-After"))
 	require.Equal(t, http.StatusOK, do(e, http.MethodGet, "/healthz").Code, "probes pass")
-}
-
-func TestAuthStoreNotFoundIs401(t *testing.T) {
-	t.Parallel()
-	verify := func(context.Context, string) (string, error) {
-		return "", fmt.Errorf("verify token: %w", store.ErrNotFound)
-	}
-	e := newEcho(api.Auth(api.AuthToken, verify, zerolog.Nop()))
-	rec := do(e, http.MethodGet, "/api/v1/whoami", "Authorization", "Bearer x")
-	require.Equal(t, http.StatusUnauthorized, rec.Code)
-	require.Equal(t, "unauthorized", decodeError(t, rec).Code)
 }

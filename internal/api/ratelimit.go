@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/flotilla/flotilla/internal/auth"
 	"github.com/flotilla/flotilla/internal/rest"
 )
 
@@ -42,8 +43,8 @@ const (
 // least 1. Every counted response carries RateLimit-Limit,
 // RateLimit-Remaining and RateLimit-Reset (seconds).
 //
-// Not limited: limit 0 (the middleware does nothing), [Exempt] paths, and
-// [Anonymous] callers — with api.auth "none" there are no tokens to
+// Not limited: limit 0 (the middleware does nothing), [auth.Exempt] paths, and
+// [auth.Anonymous] callers — with api.auth "none" there are no tokens to
 // limit, and one shared bucket would throttle every client together.
 //
 // When Redis fails or does not answer within 500 ms, the request is let
@@ -84,8 +85,8 @@ type rateLimiter struct {
 func (rl *rateLimiter) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 	limit := strconv.FormatInt(rl.limit, 10)
 	return func(c echo.Context) error {
-		caller := Caller(c)
-		if caller == "" || caller == Anonymous || Exempt(c.Request().URL.Path) {
+		caller := auth.Caller(c)
+		if caller == "" || caller == auth.Anonymous || auth.Exempt(c.Request().URL.Path) {
 			return next(c)
 		}
 		now := rl.now()

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flotilla/flotilla/internal/auth"
 	"github.com/flotilla/flotilla/internal/rest"
 	"github.com/flotilla/flotilla/internal/results/resultstest"
 )
@@ -35,7 +36,7 @@ func rlSetup(rl *rateLimiter) *echo.Echo {
 	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if v := c.Request().Header.Get("X-Test-Caller"); v != "" {
-				c.Set(CallerKey, v)
+				c.Set(auth.CallerKey, v)
 			}
 			return next(c)
 		}
@@ -98,7 +99,7 @@ func TestRateLimitFixedWindow(t *testing.T) {
 	// paths are not limited.
 	require.Equal(t, http.StatusOK, get(e, "/api/v1/x", "billing").Code)
 	for range 5 {
-		rec := get(e, "/api/v1/x", Anonymous)
+		rec := get(e, "/api/v1/x", auth.Anonymous)
 		require.Equal(t, http.StatusOK, rec.Code)
 		require.Empty(t, rec.Header().Get(HeaderRateLimitLimit))
 		require.Equal(t, http.StatusOK, get(e, "/api/v1/x", "").Code)
@@ -152,7 +153,7 @@ func TestRateLimitOff(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	e := rest.NewEcho(zerolog.Nop())
 	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error { c.Set(CallerKey, "ci"); return next(c) }
+		return func(c echo.Context) error { c.Set(auth.CallerKey, "ci"); return next(c) }
 	}, RateLimit(rdb, "x", 0, time.Second, zerolog.Nop()))
 	e.GET("/", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) })
 	for range 3 {

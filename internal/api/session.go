@@ -12,7 +12,13 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"github.com/flotilla/flotilla/internal/auth"
 )
+
+// SessionKey is the key of the echo context value holding the session id
+// (a string). Set by [Session].
+const SessionKey = "session"
 
 // SessionCookie is the name of the api role's session cookie.
 const SessionCookie = "flotilla_session"
@@ -25,13 +31,13 @@ var sessionIDLen = base64.RawURLEncoding.EncodedLen(sessionIDBytes)
 
 // SessionData is the JSON value of a session in Redis.
 type SessionData struct {
-	// Caller is the name of the caller that opened the session (see [Caller]).
+	// Caller is the name of the caller that opened the session (see [auth.Caller]).
 	Caller string `json:"caller"`
 	// CreatedAt is when the session was opened, in UTC.
 	CreatedAt time.Time `json:"created_at"`
 }
 
-// Session gives every request but those of [Exempt] paths a session in
+// Session gives every request but those of [auth.Exempt] paths a session in
 // Redis, as the kernel API always had: key <prefix>:session:<id> holding a
 // JSON [SessionData], expiring ttl after the latest request that used it
 // (sliding expiry; 60 s on the api role, api.session_ttl). The id (32
@@ -80,7 +86,7 @@ type sessions struct {
 
 func (s *sessions) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if Exempt(c.Request().URL.Path) {
+		if auth.Exempt(c.Request().URL.Path) {
 			return next(c)
 		}
 		if s.brk.open() {
@@ -102,7 +108,7 @@ func (s *sessions) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 // session refreshes the request's session, or opens a new one and sets the
 // cookie, and returns its id.
 func (s *sessions) session(ctx context.Context, c echo.Context) (string, error) {
-	caller := Caller(c)
+	caller := auth.Caller(c)
 	if ck, err := c.Cookie(SessionCookie); err == nil && validSessionID(ck.Value) {
 		raw, err := s.rdb.GetEx(ctx, s.prefix+ck.Value, s.ttl).Bytes()
 		switch {

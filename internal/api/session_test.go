@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flotilla/flotilla/internal/api"
+	"github.com/flotilla/flotilla/internal/auth"
 	"github.com/flotilla/flotilla/internal/results/resultstest"
 )
 
@@ -23,9 +24,9 @@ func testCaller(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		caller := c.Request().Header.Get("X-Test-Caller")
 		if caller == "" {
-			caller = api.Anonymous
+			caller = auth.Anonymous
 		}
-		c.Set(api.CallerKey, caller)
+		c.Set(auth.CallerKey, caller)
 		return next(c)
 	}
 }
@@ -89,7 +90,7 @@ func TestSessionCreatedAndReused(t *testing.T) {
 	require.NoError(t, err)
 	var data api.SessionData
 	require.NoError(t, json.Unmarshal(raw, &data))
-	require.Equal(t, api.Anonymous, data.Caller)
+	require.Equal(t, auth.Anonymous, data.Caller)
 	require.True(t, data.CreatedAt.After(before), data.CreatedAt)
 	pttl, err := b.rdb.PTTL(ctx, key).Result()
 	require.NoError(t, err)

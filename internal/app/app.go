@@ -23,6 +23,7 @@ import (
 
 	"github.com/flotilla/flotilla/internal/api"
 	"github.com/flotilla/flotilla/internal/attempt"
+	"github.com/flotilla/flotilla/internal/auth"
 	"github.com/flotilla/flotilla/internal/beat"
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/config"
@@ -69,9 +70,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		roles = []string{cfg.Role}
 	case config.RoleBeat:
 		roles = []string{cfg.Role}
-		// Beat records the PENDING state of its fires best effort: it keeps
-		// firing through a Redis outage.
-		n = Needs{Postgres: true, Redis: true, RedisBestEffort: true}
+		// Beat records the PENDING state of its fires best effort (it keeps
+		// firing through a Redis outage, see BeatClient).
+		n = Needs{Postgres: true, Redis: true}
 	default:
 		return fmt.Errorf("role %q cannot run here (want web, api, worker, beat or dev)", cfg.Role)
 	}
@@ -90,6 +91,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if !ok {
 		rootLog = loggers[roles[0]]
 	}
+	// Roles start while Redis or PostgreSQL is down and become ready when
+	// it is back; dev migrates at start and needs PostgreSQL then.
+	n.Lazy, n.Log = cfg.Role != config.RoleDev, rootLog
 	n.ResultErrors = func(err error, lost int) {
 		rootLog.Error().Err(err).Int("writes", lost).Msg("task states not recorded in Redis")
 	}
@@ -137,10 +141,16 @@ func dedupWindow(c *Conns) time.Duration {
 	return 0
 }
 
+// checks are the readiness checks of a role: a round trip to each
+// dependency (a PING to NATS, to Redis, to PostgreSQL), bounded by the
+// context's deadline, so a paused server fails them as a dead one does.
 func checks(c *Conns, postgres bool) []rest.Check {
-	cs := []rest.Check{{Name: "nats", Func: func(context.Context) error {
+	cs := []rest.Check{{Name: "nats", Func: func(ctx context.Context) error {
 		if !c.NC.IsConnected() {
 			return fmt.Errorf("not connected (%s)", c.NC.Status())
+		}
+		if err := c.NC.FlushWithContext(ctx); err != nil {
+			return fmt.Errorf("no answer to PING: %w", err)
 		}
 		return nil
 	}}}
@@ -160,11 +170,13 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 	case config.RoleWeb:
 		wcfg := web.Config{
 			Addr: cfg.Web.Addr, MaxBodyBytes: cfg.Tasks.MaxBodyBytes, ShutdownTimeout: cfg.ShutdownTimeout,
-			Registry: reg, CheckRegistered: cfg.Tasks.CheckRegistered, Metrics: metrics,
+			Registry: reg, CheckRegistered: cfg.Tasks.CheckRegistered, Metrics: metrics, RequestTimeout: cfg.RequestTimeout,
 		}
 		if c.Pool != nil {
 			wcfg.Schedules = store.New(c.Pool)
+			wcfg.Verify = auth.StoreVerifier(store.New(c.Pool))
 		}
+		wcfg.Auth, wcfg.Failures = cfg.Web.Auth, failureLimit(cfg, c)
 		wcfg.BeatLeader = func(ctx context.Context) (string, error) { return beat.Leader(ctx, c.JS) }
 		cl := NewClient(cfg, c, reg)
 		wcfg.Operator = operator{js: c.JS, cl: cl}
@@ -175,10 +187,11 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 		acfg := api.Config{Addr: cfg.API.Addr, MaxBodyBytes: cfg.Tasks.MaxBodyBytes, ShutdownTimeout: cfg.ShutdownTimeout,
 			Exec: Executor(cfg, c, reg, opts.Middleware, metrics, log), ExecTimeout: cfg.API.ExecTimeout, ExecTimeoutMax: cfg.API.ExecTimeoutMax,
 			Auth: cfg.API.Auth, Redis: c.Redis, Prefix: cfg.Redis.Prefix, SessionTTL: cfg.API.SessionTTL,
-			RateLimit: cfg.API.RateLimit, RateWindow: cfg.API.RateWindow, Metrics: metrics}
+			RateLimit: cfg.API.RateLimit, RateWindow: cfg.API.RateWindow, Metrics: metrics, RequestTimeout: cfg.RequestTimeout}
 		if c.Pool != nil {
-			acfg.Verify = api.StoreVerifier(store.New(c.Pool))
+			acfg.Verify = auth.StoreVerifier(store.New(c.Pool))
 		}
+		acfg.Failures = failureLimit(cfg, c)
 		s := api.New(acfg, NewClient(cfg, c, reg), checks(c, true), log)
 		log.Info().Str("addr", cfg.API.Addr).Msg("api listening")
 		return s.Run, nil
@@ -220,6 +233,16 @@ func withHealth(run func(context.Context) error, role, addr string, cfg config.C
 		g.Go(func() error { return rest.Serve(gctx, e, addr, cfg.ShutdownTimeout) })
 		return g.Wait()
 	}
+}
+
+// failureLimit is the limit on failed authentication attempts per address
+// of web and api, counted in Redis.
+func failureLimit(cfg config.Config, c *Conns) auth.FailureLimit {
+	l := auth.FailureLimit{Limit: cfg.Auth.FailLimit, Window: cfg.Auth.FailWindow, Prefix: cfg.Redis.Prefix}
+	if c.Redis != nil {
+		l.Redis = c.Redis
+	}
+	return l
 }
 
 // BeatClient is the producer beat fires through: the client of every role,
@@ -271,9 +294,9 @@ func printBanner(w io.Writer, cfg config.Config, c *Conns) {
 	fmt.Fprintf(&b, "  worker  http://%s/healthz   queues=%s concurrency=%d\n", hostPort(cfg.Worker.Addr), strings.Join(cfg.Worker.Queues, ","), cfg.Worker.Concurrency)
 	fmt.Fprintf(&b, "  beat    http://%s/healthz   (schedules in PostgreSQL %s)\n", hostPort(cfg.Beat.Addr), dbName(cfg.Database.URL))
 	fmt.Fprintf(&b, "  nats    %s   (store %s)\n", c.NATSURL, c.Server.StoreDir())
-	fmt.Fprintf(&b, "\nTry:\n  curl -XPOST localhost%s/api/v1/tasks -d '{\"task\":\"sys.echo\",\"args\":{\"x\":1}}'\n", portOf(cfg.Web.Addr))
-	fmt.Fprintf(&b, "  curl -XPOST localhost%s/api/v1/exec/sys.echo -d '{\"x\":1}'\n", portOf(cfg.API.Addr))
-	fmt.Fprintf(&b, "  curl -XPOST localhost%s/api/v1/schedules -d '{\"name\":\"ping\",\"task\":\"sys.ping\",\"interval\":\"10s\"}'\n", portOf(cfg.Web.Addr))
+	fmt.Fprintf(&b, "\nTry (state changes must be JSON: curl --json sets the Content-Type):\n  curl --json '{\"task\":\"sys.echo\",\"args\":{\"x\":1}}' http://%s/api/v1/tasks\n", hostPort(cfg.Web.Addr))
+	fmt.Fprintf(&b, "  curl --json '{\"x\":1}' http://%s/api/v1/exec/sys.echo\n", hostPort(cfg.API.Addr))
+	fmt.Fprintf(&b, "  curl --json '{\"name\":\"ping\",\"task\":\"sys.ping\",\"interval\":\"10s\"}' http://%s/api/v1/schedules\n", hostPort(cfg.Web.Addr))
 	fmt.Fprintf(&b, "  go run ./cmd/flotilla task send sys.echo --args '{\"x\":1}' --wait\n")
 	fmt.Fprintf(&b, "  export NATS_URL=%s\n  go tool nats stream ls\n  go tool nats stream view TASKS\n  go tool nats consumer ls TASKS\n  go tool nats micro stats flotilla\n\n", c.NATSURL)
 	_, _ = io.WriteString(w, b.String())

@@ -12,9 +12,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 
 	"github.com/flotilla/flotilla/internal/config"
 	"github.com/flotilla/flotilla/internal/jet"
+	"github.com/flotilla/flotilla/internal/redact"
 	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/store"
 )
@@ -23,9 +25,12 @@ import (
 type Needs struct {
 	Postgres bool
 	Redis    bool
-	// RedisBestEffort: an unreachable Redis at start is not an error; the
-	// client reconnects on its own.
-	RedisBestEffort bool
+	// Lazy: Redis and PostgreSQL being down at start is not an error (it
+	// is logged to Log); their clients connect on first use and after
+	// every outage, and the role answers 503 until they are back. Roles
+	// start this way; admin commands and dev (which migrates) do not.
+	Lazy bool
+	Log  zerolog.Logger
 	// ResultErrors hears about state writes that failed with nobody waiting.
 	ResultErrors func(err error, n int)
 	// embed starts an in-process NATS server when nats.url is empty (dev).
@@ -79,9 +84,17 @@ func Open(ctx context.Context, cfg config.Config, n Needs) (_ *Conns, err error)
 		}
 	}
 	if n.Redis {
-		c.Redis, err = results.Open(ctx, cfg.Redis.URL)
-		if err != nil && n.RedisBestEffort {
+		if n.Lazy {
 			c.Redis, err = results.Dial(cfg.Redis.URL)
+			if err == nil {
+				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				if perr := c.Redis.Ping(pctx).Err(); perr != nil {
+					n.Log.Warn().Err(perr).Str("redis", redact.URL(cfg.Redis.URL)).Msg("Redis is not reachable; starting anyway, not ready until it is")
+				}
+				cancel()
+			}
+		} else {
+			c.Redis, err = results.Open(ctx, cfg.Redis.URL)
 		}
 		if err != nil {
 			return c, err
@@ -96,7 +109,18 @@ func Open(ctx context.Context, cfg config.Config, n Needs) (_ *Conns, err error)
 				return c, err
 			}
 		}
-		c.Pool, err = store.Open(ctx, cfg.Database.URL)
+		if n.Lazy && !n.Embed {
+			c.Pool, err = store.Dial(cfg.Database.URL)
+			if err == nil {
+				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				if perr := c.Pool.Ping(pctx); perr != nil {
+					n.Log.Warn().Err(perr).Str("database", redact.URL(cfg.Database.URL)).Msg("PostgreSQL is not reachable; starting anyway, not ready until it is")
+				}
+				cancel()
+			}
+		} else {
+			c.Pool, err = store.Open(ctx, cfg.Database.URL)
+		}
 		if err != nil {
 			return c, err
 		}

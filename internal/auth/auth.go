@@ -1,4 +1,8 @@
-package api
+// Package auth authenticates the HTTP roles (web and api): API tokens
+// (stored hashed in PostgreSQL, see store) sent as a Bearer token or in
+// X-API-Token, and a limit on failed attempts per client address. It knows
+// the roles' exempt paths (health, readiness, metrics), not their routes.
+package auth
 
 import (
 	"context"
@@ -6,9 +10,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/flotilla/flotilla/internal/rest"
@@ -19,16 +26,14 @@ import (
 // context with c.Set.
 const (
 	// CallerKey holds the caller's name (a string): the API token's name,
-	// or [Anonymous] when api.auth is "none". Set by [Auth].
+	// or [Anonymous] when auth is "none". Set by [Auth].
 	CallerKey = "caller"
-	// SessionKey holds the session id (a string). Set by [Session].
-	SessionKey = "session"
 )
 
-// Anonymous is the caller name of every request when api.auth is "none".
+// Anonymous is the caller name of every request when auth is "none".
 const Anonymous = "anonymous"
 
-// Auth modes (config api.auth).
+// Auth modes (config web.auth and api.auth).
 const (
 	AuthNone  = "none"
 	AuthToken = "token"
@@ -70,7 +75,11 @@ func Exempt(path string) bool { return exempt[path] }
 //
 // Auth panics when mode is neither "none" nor "token" (config validation
 // rules that out).
-func Auth(mode string, verify func(ctx context.Context, token string) (name string, err error), log zerolog.Logger) echo.MiddlewareFunc {
+func Auth(mode string, verify func(ctx context.Context, token string) (name string, err error), log zerolog.Logger, limit ...FailureLimit) echo.MiddlewareFunc {
+	var fl *failures
+	if len(limit) > 0 && limit[0].Redis != nil && limit[0].Limit > 0 {
+		fl = newFailures(limit[0], log)
+	}
 	switch mode {
 	case AuthNone:
 		return func(next echo.HandlerFunc) echo.HandlerFunc {
@@ -81,23 +90,32 @@ func Auth(mode string, verify func(ctx context.Context, token string) (name stri
 		}
 	case AuthToken:
 		if verify == nil {
-			panic("api: Auth with mode token needs a verify function")
+			panic("auth: mode token needs a verify function")
 		}
 	default:
-		panic(fmt.Sprintf("api: unknown auth mode %q (want %q or %q)", mode, AuthNone, AuthToken))
+		panic(fmt.Sprintf("auth: unknown mode %q (want %q or %q)", mode, AuthNone, AuthToken))
 	}
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if Exempt(c.Request().URL.Path) {
 				return next(c)
 			}
+			addr := clientAddr(c.Request())
+			if wait := fl.blocked(c.Request().Context(), addr); wait > 0 {
+				logRefusal(c, log.Warn(), "too many failed attempts").Msg("request refused: address locked out")
+				c.Response().Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
+				return rest.NewError(http.StatusTooManyRequests, "too_many_failures",
+					"", fmt.Sprintf("too many failed authentication attempts from this address; retry in %s", wait.Round(time.Second)))
+			}
 			token, reason := bearerToken(c.Request())
 			if reason != "" {
+				fl.failed(c.Request().Context(), addr)
 				return unauthorized(c, log, reason, false)
 			}
 			name, err := verify(c.Request().Context(), token)
 			switch {
 			case errors.Is(err, ErrInvalidToken), errors.Is(err, store.ErrNotFound):
+				fl.failed(c.Request().Context(), addr)
 				return unauthorized(c, log, "unknown or revoked token", true)
 			case err != nil:
 				if c.Request().Context().Err() == nil { // not just a client gone away
@@ -190,4 +208,74 @@ func logRefusal(c echo.Context, e *zerolog.Event, reason string) *zerolog.Event 
 		}
 	}
 	return e.Str("reason", reason)
+}
+
+// FailureLimit limits failed authentication attempts (no token, a
+// malformed, unknown or revoked one) per client address: after Limit
+// failures within Window the address is refused with 429 and Retry-After
+// until the window ends, before any token is checked. The count lives in
+// Redis under Prefix, so every replica shares it; when Redis fails the
+// limit is not applied (logged) and tokens are still checked.
+type FailureLimit struct {
+	Redis  redis.UniversalClient
+	Prefix string
+	Limit  int
+	Window time.Duration
+}
+
+type failures struct {
+	FailureLimit
+	log zerolog.Logger
+}
+
+func newFailures(l FailureLimit, log zerolog.Logger) *failures {
+	if l.Window <= 0 {
+		l.Window = time.Minute
+	}
+	return &failures{FailureLimit: l, log: log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Minute})}
+}
+
+func (f *failures) key(addr string) string { return f.Prefix + ":authfail:" + addr }
+
+// blocked returns how long addr stays locked out, 0 when it is not.
+func (f *failures) blocked(ctx context.Context, addr string) time.Duration {
+	if f == nil {
+		return 0
+	}
+	n, err := f.Redis.Get(ctx, f.key(addr)).Int()
+	if errors.Is(err, redis.Nil) || err == nil && n < f.Limit {
+		return 0
+	}
+	if err != nil {
+		f.log.Warn().Err(err).Msg("failed-attempt limit not applied: Redis unavailable")
+		return 0
+	}
+	ttl, err := f.Redis.PTTL(ctx, f.key(addr)).Result()
+	if err != nil || ttl <= 0 {
+		return f.Window
+	}
+	return ttl
+}
+
+// failed counts one failed attempt of addr.
+func (f *failures) failed(ctx context.Context, addr string) {
+	if f == nil {
+		return
+	}
+	pipe := f.Redis.Pipeline()
+	pipe.Incr(ctx, f.key(addr))
+	pipe.ExpireNX(ctx, f.key(addr), f.Window)
+	if _, err := pipe.Exec(ctx); err != nil {
+		f.log.Warn().Err(err).Msg("failed-attempt limit not counted: Redis unavailable")
+	}
+}
+
+// clientAddr is the address failed attempts are counted by: the peer of
+// the connection (headers such as X-Forwarded-For are not trusted, since a
+// client could vary them; behind a proxy all its clients share a count).
+func clientAddr(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/flotilla/flotilla/internal/api"
+	"github.com/flotilla/flotilla/internal/auth"
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/results"
@@ -125,7 +126,7 @@ func RunExec(ctx context.Context, cfg ExecConfig, out io.Writer) error {
 	// As the api role runs in dev: no token auth, sessions and the rate
 	// limiter on Redis (anonymous callers are not rate-limited).
 	srv := api.New(api.Config{MaxBodyBytes: 1 << 20, Exec: ex, ExecTimeout: 5 * time.Second, ExecTimeoutMax: time.Minute,
-		Auth: api.AuthNone, Redis: rdb, Prefix: prefix, SessionTTL: time.Minute, RateLimit: 1000, RateWindow: time.Second}, cl, nil, zerolog.Nop())
+		Auth: auth.AuthNone, Redis: rdb, Prefix: prefix, SessionTTL: time.Minute, RateLimit: 1000, RateWindow: time.Second}, cl, nil, zerolog.Nop())
 	base, stop, err := serveLoopback(srv.Handler())
 	if err != nil {
 		return err

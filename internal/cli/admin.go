@@ -97,17 +97,17 @@ func streamsCmd(env Env, rf *rootFlags) *cobra.Command {
 func taskCmd(env Env, rf *rootFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "task", Short: "Send tasks and read their states"}
 	var (
-		args, queue, countdown, eta, expires, timeout, idem string
-		maxRetries                                          int
-		wait                                                bool
-		waitFor                                             time.Duration
+		args, queue, countdown, eta, expires, timeout, idem, id string
+		maxRetries                                              int
+		wait                                                    bool
+		waitFor                                                 time.Duration
 	)
 	send := &cobra.Command{
 		Use:   "send TASK",
 		Short: "Enqueue a task; with --wait, wait for its result",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			body := client.EnqueueBody{Task: a[0], Queue: queue, Countdown: countdown, ETA: eta, Expires: expires, Timeout: timeout, IdempotencyKey: idem}
+			body := client.EnqueueBody{ID: id, Task: a[0], Queue: queue, Countdown: countdown, ETA: eta, Expires: expires, Timeout: timeout, IdempotencyKey: idem}
 			if args != "" {
 				body.Args = json.RawMessage(args)
 			}
@@ -156,6 +156,7 @@ func taskCmd(env Env, rf *rootFlags) *cobra.Command {
 	f.IntVar(&maxRetries, "max-retries", 0, "retry budget")
 	f.StringVar(&timeout, "timeout", "", "per-attempt timeout, a Go duration")
 	f.StringVar(&idem, "idempotency-key", "", "enqueues with the same key within the dedup window run once")
+	f.StringVar(&id, "id", "", "task id (default: a new ULID); resending with the id of an unconfirmed enqueue runs it once")
 	f.BoolVar(&wait, "wait", false, "wait for the final state and print it")
 	f.DurationVar(&waitFor, "wait-timeout", time.Minute, "how long --wait waits")
 

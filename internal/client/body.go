@@ -12,6 +12,7 @@ import (
 // POST /api/v1/tasks and the flags of `flotilla task send`, with times and
 // durations as strings.
 type EnqueueBody struct {
+	ID             string          `json:"id"`
 	Task           string          `json:"task"`
 	Args           json.RawMessage `json:"args"`
 	Queue          string          `json:"queue"`
@@ -28,7 +29,7 @@ type EnqueueBody struct {
 // rest.
 func (b EnqueueBody) Request(now time.Time) (Request, error) {
 	req := Request{
-		Task: b.Task, Queue: b.Queue, Args: b.Args,
+		ID: b.ID, Task: b.Task, Queue: b.Queue, Args: b.Args,
 		MaxRetries: b.MaxRetries, IdempotencyKey: b.IdempotencyKey,
 	}
 	if b.Task == "" {

@@ -81,6 +81,11 @@ func New(nc *nats.Conn, js jetstream.JetStream, store *results.Store, cfg Config
 
 // Request is one task to enqueue.
 type Request struct {
+	// ID, when set, is the task id (1-64 of A-Z a-z 0-9 _ -) and its
+	// deduplication id: an enqueue repeated with the same ID within the
+	// duplicate window runs once (retry an unconfirmed publish this way).
+	// Default: a new ULID.
+	ID    string
 	Task  string
 	Queue string // default: the task's registered queue, else "default"
 	Args  json.RawMessage
@@ -111,12 +116,13 @@ type Result struct {
 
 // Prepared is a validated request, ready to be sent.
 type Prepared struct {
-	env     *task.Envelope
-	subject string
-	runAt   time.Time
-	msgID   string
-	idem    bool // msgID is an idempotency key bound in Redis
-	noRes   bool
+	env      *task.Envelope
+	subject  string
+	runAt    time.Time
+	msgID    string
+	idem     bool // msgID is an idempotency key bound in Redis
+	explicit bool // the caller chose the id: its state may exist already
+	noRes    bool
 }
 
 // Prepare validates r and gives it a task id. Errors: a [task.FieldError]
@@ -184,15 +190,21 @@ func (c *Client) Prepare(r Request) (*Prepared, error) {
 	if len(r.IdempotencyKey) > 256 || strings.ContainsAny(r.IdempotencyKey, "\r\n") {
 		return nil, task.FieldErrorf("idempotency_key", "must be at most 256 characters on one line")
 	}
+	id := r.ID
+	if id == "" {
+		id = ulid.Make().String()
+	} else if !validID(id) {
+		return nil, task.FieldErrorf("id", "%q is invalid: want 1 to 64 characters of A-Z a-z 0-9 _ -", r.ID)
+	}
 	env := &task.Envelope{
-		ID: ulid.Make().String(), Name: r.Task, Queue: q, Args: args,
+		ID: id, Name: r.Task, Queue: q, Args: args,
 		MaxRetries: -1, Timeout: r.Timeout, EnqueuedAt: now, Expires: r.Expires,
 		Origin: r.Origin, Traceparent: r.Traceparent,
 	}
 	if r.MaxRetries != nil {
 		env.MaxRetries = *r.MaxRetries
 	}
-	p := &Prepared{env: env, subject: wire.TaskSubject(q, r.Task), msgID: r.IdempotencyKey, idem: r.IdempotencyKey != ""}
+	p := &Prepared{env: env, subject: wire.TaskSubject(q, r.Task), msgID: r.IdempotencyKey, idem: r.IdempotencyKey != "", explicit: r.ID != ""}
 	if p.msgID == "" {
 		p.msgID = r.MsgID
 	}
@@ -205,7 +217,31 @@ func (c *Client) Prepare(r Request) (*Prepared, error) {
 	return p, nil
 }
 
+// validID reports whether id may be a task id: it is a subject token and
+// part of Redis keys.
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 func (c *Client) recordsResults(p *Prepared) bool { return c.store != nil && !p.noRes }
+
+// recordPending writes p's PENDING state; for a caller-chosen id only when
+// the task has none yet (a retried enqueue must not reset a task that ran).
+func (c *Client) recordPending(ctx context.Context, p *Prepared) error {
+	if p.explicit {
+		return c.store.SetIfAbsent(ctx, p.env.ID, c.pending(p))
+	}
+	return c.store.Set(ctx, p.env.ID, c.pending(p))
+}
 
 func (c *Client) pending(p *Prepared) results.Update {
 	return results.Update{Task: p.env.Name, Queue: p.env.Queue, State: task.StatePending, EnqueuedAt: p.env.EnqueuedAt}
@@ -233,7 +269,9 @@ func (c *Client) pubOpts(p *Prepared) []jetstream.PublishOpt {
 
 // Enqueue validates r, records the task as PENDING and publishes it. Errors:
 // a [task.FieldError] (matches [ErrInvalid]), [ErrUnknownTask],
-// [ErrTooLarge], [ErrQueueFull], or a NATS/Redis error.
+// [ErrTooLarge], [ErrQueueFull], [ErrUnavailable] (nothing stored), an
+// [*UnconfirmedError] (maybe stored: enqueue again with its ID), or an
+// error matching results.ErrUnavailable (Redis down; nothing stored).
 func (c *Client) Enqueue(ctx context.Context, r Request) (Result, error) {
 	return c.enqueue(ctx, r, "")
 }
@@ -250,32 +288,57 @@ func (c *Client) enqueue(ctx context.Context, r Request, notify string) (Result,
 			return Result{}, err
 		}
 		if bound != id {
-			st, err := c.store.Get(ctx, bound)
-			state := st.State
-			if err != nil {
-				state = task.StatePending
-			}
-			return Result{ID: bound, State: state, Duplicate: true}, nil
+			return c.again(ctx, p, bound, notify)
 		}
 	}
 	if c.recordsResults(p) {
-		if err := c.store.Set(ctx, id, c.pending(p)); err != nil {
+		if err := c.recordPending(ctx, p); err != nil {
 			c.release(ctx, p)
 			return Result{}, err
 		}
 	}
 	ack, err := c.js.PublishMsg(ctx, c.msg(p, notify), c.pubOpts(p)...)
 	if err != nil {
-		c.undo(ctx, p)
-		return Result{}, translatePublishErr(p.env.Queue, err)
+		err = translatePublishErr(id, p.env.Queue, err)
+		if !errors.Is(err, ErrUnconfirmed) {
+			c.undo(ctx, p) // nothing stored
+		} else if p.idem && c.recordsResults(p) {
+			// A retry with the same key publishes it again (see again).
+			_ = c.store.MarkUnconfirmed(context.WithoutCancel(ctx), id)
+		}
+		return Result{}, err
 	}
 	if ack.Duplicate {
-		// Deduplicated by the server (results off, or the key outlived Redis).
+		// Deduplicated by the server: a retry of the same id, or a key
+		// that outlived Redis.
 		c.undo(ctx, p)
 		return Result{ID: id, State: task.StatePending, Duplicate: true}, nil
 	}
 	c.sent(p)
 	return Result{ID: id, State: task.StatePending}, nil
+}
+
+// again answers an enqueue whose idempotency key is bound to task bound
+// already. When that task's first publish went unconfirmed (it may not
+// have reached the stream) it is published again under the same id and
+// key — the server drops it if the first one arrived — so that retrying
+// with the key never loses the task and never runs it twice.
+func (c *Client) again(ctx context.Context, p *Prepared, bound, notify string) (Result, error) {
+	st, err := c.store.Get(ctx, bound)
+	switch {
+	case errors.Is(err, results.ErrNotFound):
+		return Result{ID: bound, State: task.StatePending, Duplicate: true}, nil
+	case err != nil:
+		return Result{}, err
+	case st.State != task.StatePending || !st.Unconfirmed:
+		return Result{ID: bound, State: st.State, Duplicate: true}, nil
+	}
+	p.env.ID = bound
+	if _, err := c.js.PublishMsg(ctx, c.msg(p, notify), c.pubOpts(p)...); err != nil {
+		return Result{}, translatePublishErr(bound, p.env.Queue, err)
+	}
+	_ = c.store.ClearUnconfirmed(context.WithoutCancel(ctx), bound)
+	return Result{ID: bound, State: task.StatePending, Duplicate: true}, nil
 }
 
 func (c *Client) release(ctx context.Context, p *Prepared) {
@@ -284,9 +347,12 @@ func (c *Client) release(ctx context.Context, p *Prepared) {
 	}
 }
 
+// undo takes back what an enqueue that stored nothing recorded: the key's
+// binding, and the PENDING state unless the caller chose the id (its state
+// may be an earlier enqueue's).
 func (c *Client) undo(ctx context.Context, p *Prepared) {
 	c.release(ctx, p)
-	if c.recordsResults(p) {
+	if c.recordsResults(p) && !p.explicit {
 		_ = c.store.Delete(context.WithoutCancel(ctx), p.env.ID)
 	}
 }
@@ -328,8 +394,11 @@ func (f *Future) Wait(ctx context.Context) (Result, error) {
 		}
 	}
 	if err != nil {
-		f.c.undo(ctx, p)
-		return res, translatePublishErr(p.env.Queue, err)
+		err = translatePublishErr(p.env.ID, p.env.Queue, err)
+		if !errors.Is(err, ErrUnconfirmed) {
+			f.c.undo(ctx, p)
+		}
+		return res, err
 	}
 	if ack.Duplicate {
 		f.c.undo(ctx, p)
@@ -505,7 +574,7 @@ func (c *Client) Requeue(ctx context.Context, seq uint64) (Result, error) {
 		}
 	}
 	if _, err := c.js.PublishMsg(ctx, m); err != nil {
-		return Result{}, translatePublishErr(d.Queue, err)
+		return Result{}, translatePublishErr(d.ID, d.Queue, err)
 	}
 	if err := jet.DeleteDead(ctx, c.js, seq); err != nil {
 		return Result{ID: d.ID, State: task.StatePending}, fmt.Errorf("requeued task %s, but it is still in DEAD: %w", d.ID, err)

@@ -653,3 +653,64 @@ func TestEnqueueAndWaitTimeout(t *testing.T) {
 	require.NotEmpty(t, st.ID, "the error still names the task")
 	require.Equal(t, task.StatePending, st.State)
 }
+
+// TestRetryWithID: an enqueue repeated with the id of the first (what a
+// client does after publish_unconfirmed) stores the task once and never
+// resets a state that moved on.
+func TestRetryWithID(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	r := client.Request{ID: "order-42-charge", Task: "order.charge"}
+	first, err := b.client.Enqueue(t.Context(), r)
+	require.NoError(t, err)
+	require.Equal(t, "order-42-charge", first.ID)
+	require.False(t, first.Duplicate)
+	require.NoError(t, b.store.Set(t.Context(), first.ID, results.Update{State: task.StateSuccess}))
+
+	again, err := b.client.Enqueue(t.Context(), r)
+	require.NoError(t, err)
+	require.Equal(t, first.ID, again.ID)
+	require.True(t, again.Duplicate)
+	require.EqualValues(t, 1, b.streamMsgs(t, wire.StreamTasks))
+	st, err := b.store.Get(t.Context(), first.ID)
+	require.NoError(t, err)
+	require.Equal(t, task.StateSuccess, st.State, "a retry does not reset the state")
+
+	for _, bad := range []string{"a.b", "a b", "x>", strings.Repeat("a", 65)} {
+		_, err := b.client.Enqueue(t.Context(), client.Request{ID: bad, Task: "order.charge"})
+		var fe *task.FieldError
+		require.ErrorAs(t, err, &fe, bad)
+		require.Equal(t, "id", fe.Field)
+	}
+}
+
+// TestRetryWithKeyAfterUnconfirmed: a key whose task's publish went
+// unconfirmed (and never reached the stream) is published again by the
+// retry under the same id — once.
+func TestRetryWithKeyAfterUnconfirmed(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	// The state an unconfirmed first enqueue leaves: key bound, PENDING,
+	// marked — but nothing in the stream.
+	const id = "01JUNCONFIRMED00000000000A"
+	bound, err := b.store.ClaimIdempotencyKey(t.Context(), "k-1", id, time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, id, bound)
+	require.NoError(t, b.store.Set(t.Context(), id, results.Update{Task: "order.charge", Queue: "default", State: task.StatePending}))
+	require.NoError(t, b.store.MarkUnconfirmed(t.Context(), id))
+
+	for range 3 {
+		res, err := b.client.Enqueue(t.Context(), client.Request{Task: "order.charge", IdempotencyKey: "k-1"})
+		require.NoError(t, err)
+		require.Equal(t, id, res.ID)
+		require.True(t, res.Duplicate)
+	}
+	require.EqualValues(t, 1, b.streamMsgs(t, wire.StreamTasks), "published again once")
+	m, err := b.lastMsg(t, wire.StreamTasks, wire.TaskSubject("default", "order.charge"))
+	require.NoError(t, err)
+	require.Equal(t, id, m.Header.Get(wire.HeaderID))
+	require.Equal(t, "k-1", m.Header.Get(wire.HeaderMsgID))
+	st, err := b.store.Get(t.Context(), id)
+	require.NoError(t, err)
+	require.False(t, st.Unconfirmed)
+}

@@ -18,15 +18,43 @@ var (
 	ErrTooLarge = errors.New("task too large")
 	// ErrUnknownTask is task.ErrUnknownTask.
 	ErrUnknownTask = task.ErrUnknownTask
+	// ErrUnavailable means NATS JetStream could not take the task now
+	// (no server or stream answered, no leader yet): nothing was stored,
+	// retry later.
+	ErrUnavailable = errors.New("NATS JetStream unavailable")
+	// ErrUnconfirmed matches every [UnconfirmedError].
+	ErrUnconfirmed = errors.New("publish unconfirmed")
 )
 
-// translatePublishErr turns stream-limit errors into ErrQueueFull / ErrTooLarge.
-func translatePublishErr(queue string, err error) error {
+// UnconfirmedError means the task was published but its acknowledgement did
+// not come back in time: it may or may not be stored. Enqueue it again with
+// the same ID (or the same idempotency key) — it runs at most once.
+type UnconfirmedError struct {
+	ID  string
+	Err error
+}
+
+func (e *UnconfirmedError) Error() string {
+	return fmt.Sprintf("task %s published, but JetStream did not confirm it: it may or may not be stored; enqueue it again with this id or the same idempotency key (it will run once): %v", e.ID, e.Err)
+}
+
+// Is makes an UnconfirmedError match [ErrUnconfirmed].
+func (e *UnconfirmedError) Is(target error) bool { return target == ErrUnconfirmed }
+
+func (e *UnconfirmedError) Unwrap() error { return e.Err }
+
+// translatePublishErr turns the publish error of task id on queue into
+// ErrQueueFull, ErrTooLarge, ErrUnavailable or an *UnconfirmedError.
+func translatePublishErr(id, queue string, err error) error {
 	switch {
 	case jet.IsMsgTooLarge(err):
 		return fmt.Errorf("%w: %v", ErrTooLarge, err)
 	case jet.IsStreamFull(err):
 		return fmt.Errorf("%w: queue %s: %v", ErrQueueFull, queue, err)
+	case jet.Unavailable(err):
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	case jet.PublishUnconfirmed(err):
+		return &UnconfirmedError{ID: id, Err: err}
 	}
 	return fmt.Errorf("publish task: %w", err)
 }

@@ -30,12 +30,16 @@ type Config struct {
 	DataDir string `koanf:"data_dir"`
 	// ShutdownTimeout bounds each graceful shutdown step. Default 25s.
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+	// RequestTimeout bounds every HTTP request of web and api but sync
+	// executions: a dependency that hangs is a 503 within it. Default 5s.
+	RequestTimeout time.Duration `koanf:"request_timeout"`
 
 	NATS     NATS     `koanf:"nats"`
 	Database Database `koanf:"database"`
 	Redis    Redis    `koanf:"redis"`
 	Log      Log      `koanf:"log"`
 	Tasks    Tasks    `koanf:"tasks"`
+	Auth     Auth     `koanf:"auth"`
 	Web      Web      `koanf:"web"`
 	API      API      `koanf:"api"`
 	Worker   Worker   `koanf:"worker"`
@@ -121,10 +125,23 @@ type Tasks struct {
 	CheckRegistered bool `koanf:"check_registered"`
 }
 
+// Auth configures what web and api do about failed authentication.
+type Auth struct {
+	// FailLimit is how many failed attempts (no token, a wrong one) one
+	// client address may make per FailWindow before it is refused with 429
+	// until the window ends; 0 turns the limit off. Default 10.
+	FailLimit int `koanf:"fail_limit"`
+	// FailWindow is the window of FailLimit. Default 1m.
+	FailWindow time.Duration `koanf:"fail_window"`
+}
+
 // Web configures the web role.
 type Web struct {
 	// Addr is the HTTP listen address. Default :8080.
 	Addr string `koanf:"addr"`
+	// Auth is "none" or "token" (the api role's tokens). Default none in
+	// dev, token in production.
+	Auth string `koanf:"auth"`
 }
 
 // API configures the kernel API role.

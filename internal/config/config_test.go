@@ -65,6 +65,7 @@ func TestLoadDefaultsWorker(t *testing.T) {
 		Env:             "production",
 		DataDir:         "./var",
 		ShutdownTimeout: 25 * time.Second,
+		RequestTimeout:  5 * time.Second,
 		NATS: NATS{
 			URL:                "nats://127.0.0.1:4222",
 			EmbedAddr:          "127.0.0.1:4222",
@@ -89,7 +90,8 @@ func TestLoadDefaultsWorker(t *testing.T) {
 			Events:          true,
 			CheckRegistered: true,
 		},
-		Web:    Web{Addr: ":8080"},
+		Auth:   Auth{FailLimit: 10, FailWindow: time.Minute},
+		Web:    Web{Addr: ":8080", Auth: "token"},
 		API:    API{Addr: ":8081", Exec: "remote", ExecTimeoutMax: 5 * time.Minute, Auth: "token", RateLimit: 1000, RateWindow: time.Second},
 		Worker: Worker{Addr: ":8082", Queues: []string{"default"}, Concurrency: 64, Name: cfg.Worker.Name, Sync: true, SyncConcurrency: 8},
 		Beat:   Beat{Addr: ":8083", LeaseTTL: 10 * time.Second, Grace: 30 * time.Second, Resync: 30 * time.Second, PublishMode: "async", MaxPending: 4096},

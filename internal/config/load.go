@@ -159,6 +159,9 @@ func defaults(role string) map[string]any {
 		"env":              env,
 		"data_dir":         "./var",
 		"shutdown_timeout": 25 * time.Second,
+		"request_timeout":  5 * time.Second,
+		"auth.fail_limit":  10,
+		"auth.fail_window": time.Minute,
 
 		"nats.url":                   natsURL,
 		"nats.embed_addr":            "127.0.0.1:4222",
@@ -238,6 +241,9 @@ func derived(k *koanf.Koanf) map[string]any {
 	}
 	if !k.Exists("api.auth") {
 		m["api.auth"] = pick(dev, "none", "token")
+	}
+	if !k.Exists("web.auth") {
+		m["web.auth"] = pick(dev, "none", "token")
 	}
 	return m
 }

@@ -4,18 +4,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/url"
 	"reflect"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/knadh/koanf/parsers/yaml"
+
+	"github.com/flotilla/flotilla/internal/redact"
 )
 
 // RedactedPassword replaces passwords in URLs shown by [Config.Redacted].
-const RedactedPassword = "xxxxx"
+const RedactedPassword = redact.Password
 
 // Redacted returns a copy of c with the password of every URL replaced by
 // [RedactedPassword], keeping the user name and host: database.url,
@@ -24,34 +24,12 @@ const RedactedPassword = "xxxxx"
 func (c Config) Redacted() Config {
 	r := c
 	r.Worker.Queues = slices.Clone(c.Worker.Queues)
-	r.Database.URL = redactURL(c.Database.URL)
-	r.Redis.URL = redactURL(c.Redis.URL)
+	r.Database.URL = redact.URL(c.Database.URL)
+	r.Redis.URL = redact.URL(c.Redis.URL)
 	if r.NATS.URL != "" {
-		parts := strings.Split(c.NATS.URL, ",")
-		for i, p := range parts {
-			parts[i] = redactURL(p)
-		}
-		r.NATS.URL = strings.Join(parts, ",")
+		r.NATS.URL = redact.URL(c.NATS.URL)
 	}
 	return r
-}
-
-// userinfoRE finds "scheme://user:password@" in a URL that url.Parse
-// rejects; it is greedy up to the last "@" so a password holding "@" or "/"
-// is hidden whole.
-var userinfoRE = regexp.MustCompile(`^(\s*[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):.*@`)
-
-// redactURL hides the password of one URL, leaving a URL without one as is.
-func redactURL(s string) string {
-	u, err := url.Parse(strings.TrimSpace(s))
-	if err != nil {
-		return userinfoRE.ReplaceAllString(s, "${1}:"+RedactedPassword+"@")
-	}
-	if _, ok := u.User.Password(); !ok {
-		return s
-	}
-	u.User = url.UserPassword(u.User.Username(), RedactedPassword)
-	return u.String()
 }
 
 // Print writes the redacted configuration (see [Config.Redacted]) to w as

@@ -38,6 +38,7 @@ func (c Config) Validate() error {
 		v.addf("data_dir", "must not be empty for the dev role")
 	}
 	v.positive("shutdown_timeout", c.ShutdownTimeout)
+	v.positive("request_timeout", c.RequestTimeout)
 
 	// nats
 	if c.NATS.URL == "" {
@@ -99,6 +100,9 @@ func (c Config) Validate() error {
 	v.addr("api.addr", c.API.Addr)
 	v.oneOf("api.exec", c.API.Exec, "remote", "local")
 	v.oneOf("api.auth", c.API.Auth, "none", "token")
+	v.oneOf("web.auth", c.Web.Auth, "none", "token")
+	v.notNegative("auth.fail_limit", int64(c.Auth.FailLimit))
+	v.positive("auth.fail_window", c.Auth.FailWindow)
 	if c.Role == "" || c.Role == RoleAPI || c.Role == RoleDev {
 		v.positive("api.exec_timeout", c.API.ExecTimeout)
 		v.positive("api.session_ttl", c.API.SessionTTL)

@@ -1,10 +1,12 @@
 package jet
 
 import (
+	"context"
 	"errors"
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -49,4 +51,28 @@ func isNoMessage(err error) bool {
 	code, desc, ok := apiCode(err)
 	return ok && (code == jetstream.JSErrCodeMessageNotFound ||
 		code == codeMsgDeleteFailed && (strings.Contains(desc, "EOF") || strings.Contains(desc, "not found") || strings.Contains(desc, "no message")))
+}
+
+// PublishUnconfirmed reports whether a publish went out but its
+// acknowledgement did not come back (a timeout, a connection lost while
+// waiting, a garbled reply): the message may or may not be stored. Publish
+// it again with the same Nats-Msg-Id to be sure; the server drops the
+// second copy within the duplicate window.
+func PublishUnconfirmed(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrInvalidJSAck) || errors.Is(err, nats.ErrConnectionReconnecting)
+}
+
+// Unavailable reports whether NATS or JetStream could not take a request
+// now, so that nothing was stored: no server or stream answered, the
+// connection is closed or draining, the stream is missing, or JetStream
+// answered 503 (no quorum, no leader yet, temporarily unavailable).
+func Unavailable(err error) bool {
+	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) ||
+		errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound)
 }

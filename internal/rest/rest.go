@@ -6,8 +6,11 @@ package rest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -18,6 +21,7 @@ import (
 
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/results"
+	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
 )
 
@@ -28,6 +32,11 @@ type Error struct {
 	Field string `json:"field,omitempty"`
 	// Code is a stable machine-readable cause.
 	Code string `json:"code"`
+	// ID is the task the answer is about, when there is one: with code
+	// publish_unconfirmed, enqueue again with this id.
+	ID string `json:"id,omitempty"`
+	// RequestID is the X-Request-Id of a 500, to find its log line.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // HTTPError is an error with its status, for handlers to return.
@@ -44,7 +53,20 @@ func NewError(status int, code, field, msg string) *HTTPError {
 	return &HTTPError{Status: status, Body: Error{Error: msg, Field: field, Code: code}}
 }
 
-// Translate maps domain errors to HTTP errors, in one place.
+// RetryAfter is the Retry-After of every 503: how long a client should
+// wait before it retries when a dependency is down.
+const RetryAfter = 5 * time.Second
+
+// unavailable is a 503 with Retry-After.
+func unavailable(code, msg string) *HTTPError {
+	e := NewError(http.StatusServiceUnavailable, code, "", msg)
+	e.RetryAfter = RetryAfter
+	return e
+}
+
+// Translate maps domain errors to HTTP errors, in one place. A dependency
+// that is down is a 503 with Retry-After and a stable code, and its
+// message names no address, user or database.
 func Translate(err error) *HTTPError {
 	var he *HTTPError
 	if errors.As(err, &he) {
@@ -62,9 +84,22 @@ func Translate(err error) *HTTPError {
 	case errors.Is(err, client.ErrTooLarge):
 		return NewError(http.StatusRequestEntityTooLarge, "too_large", "args", err.Error())
 	case errors.Is(err, client.ErrQueueFull):
-		e := NewError(http.StatusServiceUnavailable, "queue_full", "queue", err.Error())
-		e.RetryAfter = 5 * time.Second
+		e := unavailable("queue_full", err.Error())
+		e.Body.Field = "queue"
 		return e
+	case errors.As(err, new(*client.UnconfirmedError)):
+		var ue *client.UnconfirmedError
+		errors.As(err, &ue)
+		e := unavailable("publish_unconfirmed", fmt.Sprintf("task %s was sent but JetStream did not confirm it in time: it may or may not be stored; "+
+			"enqueue it again with \"id\": %q (or the same idempotency_key) and it runs at most once", ue.ID, ue.ID))
+		e.Body.ID = ue.ID
+		return e
+	case errors.Is(err, client.ErrUnavailable):
+		return unavailable("nats_unavailable", "NATS JetStream cannot take tasks right now (no server, stream or leader answered); nothing was stored, retry later")
+	case errors.Is(err, results.ErrUnavailable):
+		return unavailable("redis_unavailable", "the task state store (Redis) is unavailable; nothing was stored, retry later")
+	case errors.Is(err, store.ErrUnavailable):
+		return unavailable("database_unavailable", "the database (PostgreSQL) is unavailable; retry later")
 	case errors.As(err, &ee):
 		msg := http.StatusText(ee.Code)
 		if s, ok := ee.Message.(string); ok {
@@ -72,22 +107,32 @@ func Translate(err error) *HTTPError {
 		}
 		return NewError(ee.Code, "http", "", msg)
 	case errors.Is(err, context.DeadlineExceeded):
-		return NewError(http.StatusGatewayTimeout, "timeout", "", err.Error())
+		return unavailable("timeout", "the request did not finish within its deadline; retry later")
 	default:
-		return NewError(http.StatusInternalServerError, "internal", "", err.Error())
+		// The cause is logged, not answered: it may name hosts or users.
+		return NewError(http.StatusInternalServerError, "internal", "", "internal error; the server log has the cause under this request_id")
 	}
 }
 
 // ErrorHandler is the echo HTTPErrorHandler of both roles: every error is a
 // JSON [Error]; 5xx are logged once here.
 func ErrorHandler(log zerolog.Logger) echo.HTTPErrorHandler {
+	unavailableLog := log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})
 	return func(err error, c echo.Context) {
 		if c.Response().Committed {
 			return
 		}
 		he := Translate(err)
-		if he.Status >= 500 {
-			log.Error().Err(err).Str("path", c.Path()).Str("method", c.Request().Method).Msg("request failed")
+		rid := c.Response().Header().Get(echo.HeaderXRequestID)
+		switch {
+		case he.Status == http.StatusServiceUnavailable:
+			// A dependency outage answers many requests alike: log a few.
+			unavailableLog.Warn().Err(err).Str("path", c.Path()).Str("method", c.Request().Method).Str("code", he.Body.Code).Msg("request refused: dependency unavailable")
+		case he.Status >= 500:
+			log.Error().Err(err).Str("path", c.Path()).Str("method", c.Request().Method).Str("request_id", rid).Msg("request failed")
+			body := he.Body
+			body.RequestID = rid
+			he = &HTTPError{Status: he.Status, Body: body, RetryAfter: he.RetryAfter}
 		}
 		if he.RetryAfter > 0 {
 			c.Response().Header().Set("Retry-After", strconv.Itoa(int(he.RetryAfter.Seconds())))
@@ -100,7 +145,11 @@ func ErrorHandler(log zerolog.Logger) echo.HTTPErrorHandler {
 	}
 }
 
-// Check is one readiness check.
+// CheckTimeout bounds each readiness check.
+const CheckTimeout = time.Second
+
+// Check is one readiness check: a round trip to a dependency that fails
+// when it cannot answer within the context's deadline.
 type Check struct {
 	Name string
 	Func func(ctx context.Context) error
@@ -119,17 +168,31 @@ func MountHealth(e *echo.Echo, role string, checks []Check, info func() map[stri
 		return c.JSON(http.StatusOK, body)
 	})
 	e.GET("/readyz", func(c echo.Context) error {
-		ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
-		defer cancel()
+		// Each check is a round trip with its own deadline, all at once,
+		// so that a paused dependency turns the answer 503 within
+		// CheckTimeout, not after a connection notices.
+		errs := make([]error, len(checks))
+		var wg sync.WaitGroup
+		for i, ch := range checks {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(c.Request().Context(), CheckTimeout)
+				defer cancel()
+				errs[i] = ch.Func(ctx)
+			})
+		}
+		wg.Wait()
 		status := http.StatusOK
 		out := map[string]string{}
-		for _, ch := range checks {
-			if err := ch.Func(ctx); err != nil {
+		for i, ch := range checks {
+			if errs[i] != nil {
 				status = http.StatusServiceUnavailable
-				out[ch.Name] = err.Error()
+				out[ch.Name] = errs[i].Error()
 			} else {
 				out[ch.Name] = "ok"
 			}
+		}
+		if status != http.StatusOK {
+			c.Response().Header().Set("Retry-After", strconv.Itoa(int(RetryAfter.Seconds())))
 		}
 		return c.JSON(status, map[string]any{"ready": status == http.StatusOK, "role": role, "checks": out})
 	})
@@ -137,13 +200,42 @@ func MountHealth(e *echo.Echo, role string, checks []Check, info func() map[stri
 }
 
 // NewRole returns the echo instance of an HTTP role (web, api): Flotilla's
-// error handler, request metrics and panic recovery, /healthz, /readyz and
-// /metrics (metrics, a registry of the role's own).
-func NewRole(role string, log zerolog.Logger, metrics *prometheus.Registry, checks []Check) *echo.Echo {
+// error handler, request metrics, request ids, panic recovery, security
+// headers, JSON-only state changes (see [RequireJSON]), /healthz, /readyz
+// and /metrics (metrics, a registry of the role's own).
+//
+// Every request but the sync executions of the api (/api/v1/exec/, which
+// carry their own wait) must be answered within requestTimeout: the
+// handlers' context ends a little earlier, so a dependency that hangs
+// turns into a 503 before the deadline.
+func NewRole(role string, log zerolog.Logger, metrics *prometheus.Registry, checks []Check, requestTimeout time.Duration) *echo.Echo {
 	e := NewEcho(log)
-	e.Use(Metrics(metrics), middleware.Recover())
+	e.Use(Metrics(metrics), middleware.RequestID(), middleware.Recover(), SecurityHeaders(), RequireJSON(),
+		Deadline(requestTimeout, "/api/v1/exec/"))
 	MountHealth(e, role, checks, nil, metrics)
 	return e
+}
+
+// Deadline gives every request's context a deadline of timeout minus a
+// margin for writing the answer, except under the path prefixes skip.
+func Deadline(timeout time.Duration, skip ...string) echo.MiddlewareFunc {
+	margin := min(timeout/10, 250*time.Millisecond)
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if timeout <= 0 {
+				return next(c)
+			}
+			for _, p := range skip {
+				if strings.HasPrefix(c.Request().URL.Path, p) {
+					return next(c)
+				}
+			}
+			ctx, cancel := context.WithTimeout(c.Request().Context(), timeout-margin)
+			defer cancel()
+			c.SetRequest(c.Request().WithContext(ctx))
+			return next(c)
+		}
+	}
 }
 
 // NewEcho returns an echo instance with Flotilla's error handler and no banner.

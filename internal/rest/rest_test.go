@@ -20,6 +20,7 @@ import (
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/rest"
 	"github.com/flotilla/flotilla/internal/results"
+	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
 )
 
@@ -132,7 +133,11 @@ func TestTranslate(t *testing.T) {
 		{name: "echo not found", err: echo.ErrNotFound, status: 404, code: "http"},
 		{name: "echo method not allowed", err: echo.ErrMethodNotAllowed, status: 405, code: "http"},
 		{name: "echo with message", err: echo.NewHTTPError(http.StatusUnauthorized, "token expired"), status: 401, code: "http"},
-		{name: "deadline", err: fmt.Errorf("wait: %w", context.DeadlineExceeded), status: 504, code: "timeout"},
+		{name: "deadline", err: fmt.Errorf("wait: %w", context.DeadlineExceeded), status: 503, code: "timeout", retryAfter: 5 * time.Second},
+		{name: "redis down", err: fmt.Errorf("get: %w: %w", results.ErrUnavailable, errors.New("dial tcp 10.0.0.1:6379: refused")), status: 503, code: "redis_unavailable", retryAfter: 5 * time.Second},
+		{name: "postgres down", err: fmt.Errorf("list: %w: %w", store.ErrUnavailable, errors.New("failed to connect to user=admin database=flotilla")), status: 503, code: "database_unavailable", retryAfter: 5 * time.Second},
+		{name: "nats down", err: fmt.Errorf("%w: no response from stream", client.ErrUnavailable), status: 503, code: "nats_unavailable", retryAfter: 5 * time.Second},
+		{name: "unconfirmed", err: &client.UnconfirmedError{ID: "01J", Err: context.DeadlineExceeded}, status: 503, code: "publish_unconfirmed", retryAfter: 5 * time.Second},
 		{name: "anything else", err: errors.New("redis: connection refused"), status: 500, code: "internal"},
 		{name: "HTTPError passes through", err: fmt.Errorf("x: %w", custom), status: 409, code: "conflict", field: "name"},
 	} {
@@ -144,6 +149,12 @@ func TestTranslate(t *testing.T) {
 			require.Equal(t, tc.field, he.Body.Field)
 			require.Equal(t, tc.retryAfter, he.RetryAfter)
 			require.NotEmpty(t, he.Body.Error)
+			if tc.status >= 500 {
+				// An outage answer names no host, user or database.
+				for _, leak := range []string{"10.0.0.1", "admin", "database=", "tcp"} {
+					require.NotContains(t, he.Body.Error, leak)
+				}
+			}
 		})
 	}
 	he := rest.Translate(echo.NewHTTPError(http.StatusUnauthorized, "token expired"))

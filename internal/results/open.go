@@ -27,6 +27,14 @@ func Dial(rawURL string) (*redis.Client, error) {
 		return nil, fmt.Errorf("redis.url: %w", err)
 	}
 	opt.PoolSize = 128
+	// Every command ends by its context's deadline (a paused Redis must not
+	// hold a request longer than the request may take), and by these
+	// bounds when the context has none.
+	opt.ContextTimeoutEnabled = true
+	opt.DialTimeout = 2 * time.Second
+	opt.ReadTimeout = 2 * time.Second
+	opt.WriteTimeout = 2 * time.Second
+	opt.PoolTimeout = 2 * time.Second
 	return redis.NewClient(opt), nil
 }
 

@@ -19,6 +19,16 @@ import (
 // ErrNotFound is returned by [Store.Get] for an unknown or expired task id.
 var ErrNotFound = errors.New("task not found")
 
+// ErrUnavailable matches every error of a Redis command that failed (Redis
+// down, paused, unreachable, or slower than the caller's deadline): the
+// answer is "retry later", never "no such task".
+var ErrUnavailable = errors.New("task state store (Redis) unavailable")
+
+// unavailable wraps a failed Redis command's error for op.
+func unavailable(op string, err error) error {
+	return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+}
+
 // State is a task's recorded state, as the HTTP API shows it.
 type State struct {
 	ID         string          `json:"id"`
@@ -32,6 +42,9 @@ type State struct {
 	StartedAt  *time.Time      `json:"started_at"`
 	FinishedAt *time.Time      `json:"finished_at"`
 	Worker     string          `json:"worker"`
+	// Unconfirmed marks a task whose publish was not acknowledged: an
+	// enqueue retried with its idempotency key publishes it again.
+	Unconfirmed bool `json:"-"`
 }
 
 // Update is a partial state change; zero fields are left as they are.
@@ -198,6 +211,39 @@ func (s *Store) SetAsync(id string, u Update) {
 	}
 }
 
+// setIfAbsent creates a task's hash with its fields and TTL only when the
+// task has none.
+var setIfAbsent = redis.NewScript(`if redis.call("EXISTS", KEYS[1]) == 1 then return 0 end
+redis.call("HSET", KEYS[1], unpack(ARGV, 2))
+redis.call("EXPIRE", KEYS[1], ARGV[1])
+return 1`)
+
+// SetIfAbsent writes u for task id only when no state is recorded for it,
+// and waits until Redis has it.
+func (s *Store) SetIfAbsent(ctx context.Context, id string, u Update) error {
+	args := append([]any{int64(s.ttl / time.Second)}, u.fields(id)...)
+	if err := setIfAbsent.Run(ctx, s.rdb, []string{s.Key(id)}, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return unavailable("record task state", err)
+	}
+	return nil
+}
+
+// MarkUnconfirmed marks task id as published without acknowledgement.
+func (s *Store) MarkUnconfirmed(ctx context.Context, id string) error {
+	if err := s.rdb.HSet(ctx, s.Key(id), "unconfirmed", "1").Err(); err != nil {
+		return unavailable("mark task "+id, err)
+	}
+	return nil
+}
+
+// ClearUnconfirmed removes the mark of [Store.MarkUnconfirmed].
+func (s *Store) ClearUnconfirmed(ctx context.Context, id string) error {
+	if err := s.rdb.HDel(ctx, s.Key(id), "unconfirmed").Err(); err != nil {
+		return unavailable("unmark task "+id, err)
+	}
+	return nil
+}
+
 // SetMany writes several updates in one pipeline and waits.
 func (s *Store) SetMany(ctx context.Context, ids []string, us []Update) error {
 	ops := make([]*op, len(ids))
@@ -229,7 +275,7 @@ func (s *Store) write(ctx context.Context, ops []*op) error {
 		pipe.Expire(ctx, k, s.ttl)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("record task state: %w", err)
+		return unavailable("record task state", err)
 	}
 	return nil
 }
@@ -294,7 +340,7 @@ func (s *Store) flush(batch []*op) {
 func (s *Store) Get(ctx context.Context, id string) (State, error) {
 	m, err := s.rdb.HGetAll(ctx, s.Key(id)).Result()
 	if err != nil {
-		return State{}, fmt.Errorf("get task %s: %w", id, err)
+		return State{}, unavailable("get task "+id, err)
 	}
 	if len(m) == 0 {
 		return State{}, ErrNotFound
@@ -307,6 +353,7 @@ func (s *Store) Get(ctx context.Context, id string) (State, error) {
 		st.Result = json.RawMessage(r)
 	}
 	st.Attempts, _ = strconv.Atoi(m["attempts"])
+	st.Unconfirmed = m["unconfirmed"] == "1"
 	st.EnqueuedAt = parseTime(m["enqueued_at"])
 	st.StartedAt = parseTime(m["started_at"])
 	st.FinishedAt = parseTime(m["finished_at"])
@@ -332,7 +379,7 @@ func (s *Store) ClaimIdempotencyKey(ctx context.Context, key, id string, ttl tim
 		return id, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("claim idempotency key: %w", err)
+		return "", unavailable("claim idempotency key", err)
 	}
 	return prev, nil
 }
@@ -341,10 +388,16 @@ func (s *Store) ClaimIdempotencyKey(ctx context.Context, key, id string, ttl tim
 // publish that followed the claim failed).
 func (s *Store) ReleaseIdempotencyKey(ctx context.Context, key, id string) error {
 	const script = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`
-	return s.rdb.Eval(ctx, script, []string{s.idemKey(key)}, id).Err()
+	if err := s.rdb.Eval(ctx, script, []string{s.idemKey(key)}, id).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return unavailable("release idempotency key", err)
+	}
+	return nil
 }
 
 // Delete removes the state of task id.
 func (s *Store) Delete(ctx context.Context, id string) error {
-	return s.rdb.Del(ctx, s.Key(id)).Err()
+	if err := s.rdb.Del(ctx, s.Key(id)).Err(); err != nil {
+		return unavailable("delete task "+id, err)
+	}
+	return nil
 }

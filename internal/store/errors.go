@@ -1,8 +1,11 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -20,6 +23,10 @@ var (
 	// ErrFromCode means the schedule is declared in code: it can be
 	// disabled and enabled at runtime, but not deleted or redefined.
 	ErrFromCode = errors.New("declared in code: it can be disabled but not deleted or changed")
+	// ErrUnavailable means PostgreSQL could not be reached or answered
+	// that it cannot serve now (down, restarting, out of connections,
+	// slower than the caller's deadline): retry later.
+	ErrUnavailable = errors.New("database (PostgreSQL) unavailable")
 )
 
 // PostgreSQL error codes the store translates.
@@ -39,6 +46,9 @@ func interpretError(err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ErrNotFound
 	}
+	if unreachable(err) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
@@ -50,4 +60,25 @@ func interpretError(err error) error {
 		}
 	}
 	return err
+}
+
+// unreachable reports whether err says the database cannot serve now
+// rather than that a statement is wrong: a connection that failed or timed
+// out, a closed pool, or a server error of the classes connection
+// exception (08), insufficient resources (53), operator intervention (57)
+// or system error (58).
+func unreachable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "08", "53", "57", "58":
+			return true
+		}
+		return false
+	}
+	var netErr net.Error
+	var connErr *pgconn.ConnectError
+	return errors.As(err, &connErr) || errors.As(err, &netErr) || pgconn.Timeout(err) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		strings.Contains(err.Error(), "closed pool") || strings.Contains(err.Error(), "conn closed")
 }

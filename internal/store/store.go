@@ -55,19 +55,35 @@ func (s *Store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 
 const startHint = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start, or set FLOTILLA_DATABASE_URL"
 
-// Open connects a pool to the database at rawURL and pings it. Errors name
-// the address (never the password) and how to start PostgreSQL.
-func Open(ctx context.Context, rawURL string) (*pgxpool.Pool, error) {
+// Dial returns a pool for the database at rawURL without connecting: it
+// connects on first use and after every outage by itself, each attempt
+// bounded by 2 s, so a role can start (and answer 503) while PostgreSQL is
+// down. Errors name the address, never the password.
+func Dial(rawURL string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("database.url: %v", err)
 	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	pool, err := pgxpool.NewWithConfig(pctx, cfg)
+	if cfg.ConnConfig.ConnectTimeout == 0 || cfg.ConnConfig.ConnectTimeout > 2*time.Second {
+		cfg.ConnConfig.ConnectTimeout = 2 * time.Second
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgresql at %s: %v", where(cfg.ConnConfig.Config), err)
 	}
+	return pool, nil
+}
+
+// Open is [Dial] that also pings the database. Errors name the address
+// (never the password) and how to start PostgreSQL.
+func Open(ctx context.Context, rawURL string) (*pgxpool.Pool, error) {
+	pool, err := Dial(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg := pool.Config()
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	if err := pool.Ping(pctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("postgresql at %s is not reachable (%v); %s", where(cfg.ConnConfig.Config), err, startHint)

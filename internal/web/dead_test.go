@@ -85,7 +85,7 @@ func TestDeadLettersAndQueues(t *testing.T) {
 	require.Equal(t, 3, list.Dead[1].Attempts)
 	require.Equal(t, map[string]int{"n": 0}, list.Dead[1].Args)
 
-	resp, err := http.Post(fmt.Sprintf("%s/api/v1/dead/%d/requeue", srv.URL, list.Dead[1].Seq), "", nil)
+	resp, err := http.Post(fmt.Sprintf("%s/api/v1/dead/%d/requeue", srv.URL, list.Dead[1].Seq), "application/json", nil)
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
@@ -106,10 +106,15 @@ func TestDeadLettersAndQueues(t *testing.T) {
 	// Requeued letters leave DEAD; a second requeue of the same seq is 404.
 	require.Equal(t, 200, getJSON(t, srv.URL+"/api/v1/dead", &list))
 	require.Len(t, list.Dead, 1)
-	resp, err = http.Post(srv.URL+"/api/v1/dead/1/requeue", "", nil)
+	resp, err = http.Post(srv.URL+"/api/v1/dead/1/requeue", "application/json", nil)
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	// Without a JSON Content-Type (what a cross-site form sends) nothing happens.
+	resp, err = http.Post(srv.URL+"/api/v1/dead/1/requeue", "application/x-www-form-urlencoded", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusUnsupportedMediaType, resp.StatusCode)
 
 	req, _ := http.NewRequest(http.MethodDelete, fmt.Sprintf("%s/api/v1/dead/%d", srv.URL, list.Dead[0].Seq), nil)
 	resp, err = http.DefaultClient.Do(req)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/flotilla/flotilla/internal/auth"
 	"github.com/flotilla/flotilla/internal/logging"
 	"github.com/flotilla/flotilla/internal/rest"
 	"github.com/flotilla/flotilla/internal/task"
@@ -39,6 +40,14 @@ type Config struct {
 	BeatLeader func(ctx context.Context) (string, error)
 	// Metrics is the role's registry, served on /metrics; nil = a new one.
 	Metrics *prometheus.Registry
+	// RequestTimeout bounds every request (see rest.NewRole); 0 = none.
+	RequestTimeout time.Duration
+	// Auth is auth.AuthNone (the default) or auth.AuthToken: every
+	// /api/v1 request then needs an API token, checked by Verify; Failures
+	// limits failed attempts per address.
+	Auth     string
+	Verify   func(ctx context.Context, token string) (name string, err error)
+	Failures auth.FailureLimit
 }
 
 // Server is the web role.
@@ -53,7 +62,12 @@ func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *
 	if cfg.Metrics == nil {
 		cfg.Metrics = rest.NewRegistry()
 	}
-	e := rest.NewRole("web", log, cfg.Metrics, checks)
+	e := rest.NewRole("web", log, cfg.Metrics, checks, cfg.RequestTimeout)
+	mode := cfg.Auth
+	if mode == "" {
+		mode = auth.AuthNone
+	}
+	e.Use(auth.Auth(mode, cfg.Verify, log, cfg.Failures))
 	g := e.Group("/api/v1")
 	rest.TaskRoutes{Client: c, MaxBodyBytes: cfg.MaxBodyBytes, Origin: wire.OriginWeb}.Mount(g)
 	if cfg.Schedules != nil {

@@ -73,6 +73,8 @@ type Config struct {
 
 // Worker consumes task queues. Create it with [New] and call Run once.
 type Worker struct {
+	held    prometheus.Gauge
+	holdLog zerolog.Logger
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	reg     *task.Registry
@@ -122,6 +124,12 @@ func New(nc *nats.Conn, js jetstream.JetStream, reg *task.Registry, store *resul
 		events:  jet.NewEvents(nc, cfg.Events),
 		metrics: attempt.NewMetrics(cfg.Metrics),
 	}
+	w.held = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "flotilla_tasks_held",
+		Help: "Tasks that ran and are held (not acked, kept alive) until Redis records their final state.",
+	})
+	cfg.Metrics.MustRegister(w.held)
+	w.holdLog = log.Sample(&zerolog.BurstSampler{Burst: 1, Period: 5 * time.Second})
 	w.runner = attempt.New(attempt.Config{
 		Middleware: cfg.Middleware, Timeout: cfg.Timeout, Grace: cfg.Grace, Worker: cfg.Name,
 		Store: store, Events: w.events, Metrics: w.metrics, Now: cfg.Now,
@@ -341,6 +349,11 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) 
 	env.Attempt = n
 	d := &delivery{msg: m, env: env, notify: h.Get(wire.HeaderNotify), start: w.cfg.Now()}
 	d.log = attempt.Logger(w.log, env)
+	// In-progress acks flow from here until the delivery is acked, NAKed or
+	// terminated: while the handler runs, and while a final state waits
+	// for Redis.
+	progress := w.keepAlive(m)
+	defer progress.Stop()
 	if err != nil {
 		w.dead(ctx, d, err.Error())
 		return true
@@ -378,16 +391,14 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) 
 	w.event(d, wire.EventStarted, nil)
 	d.log.Debug().Msg("task started")
 
-	progress := w.keepAlive(m)
 	o, ok := w.runner.Run(ctx, def, env, d.log, func(o attempt.Outcome) {
-		progress.Stop()
 		w.fail(ctx, d, o)
+		progress.Stop()
 		replaced()
 	})
 	if !ok {
 		return false
 	}
-	progress.Stop()
 	if o.Err == nil {
 		w.succeed(ctx, d, o)
 	} else {
@@ -429,15 +440,53 @@ func (w *Worker) keepAlive(m jetstream.Msg) *progressTimer {
 	return p
 }
 
-func (w *Worker) succeed(ctx context.Context, d *delivery, o attempt.Outcome) {
-	if d.record {
-		if err := w.store.Set(ctx, d.env.ID, results.Update{State: task.StateSuccess, Result: o.Result, FinishedAt: o.End, ClearError: true}); err != nil {
-			// Not recorded: do not ack, so the task is not lost; it runs again.
-			d.log.Error().Err(err).Msg("result not recorded; task will be redelivered")
-			_ = d.msg.NakWithDelay(time.Second)
-			w.metrics.Observe(d.env, attempt.OutcomeRetry, o.Runtime())
-			return
+// record writes a final state of d's task and waits until Redis has it. A
+// task whose handler ran is held while Redis is unavailable — in-progress
+// acks keep it, the write is retried with backoff up to 5 s — so that an
+// outage neither runs it again nor counts deliveries towards dead-lettering
+// it; its state is written as soon as Redis is back. Only when ctx ends
+// (the worker's shutdown grace is over) does record give up and report
+// false.
+func (w *Worker) record(ctx context.Context, d *delivery, u results.Update) bool {
+	wait := 100 * time.Millisecond
+	held := false
+	defer func() {
+		if held {
+			w.held.Dec()
 		}
+	}()
+	for {
+		err := w.store.Set(ctx, d.env.ID, u)
+		if err == nil {
+			if held {
+				d.log.Info().Msg("final state recorded after Redis came back")
+			}
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if !held {
+			held = true
+			w.held.Inc()
+		}
+		w.holdLog.Warn().Err(err).Str(logging.TaskID, d.env.ID).Msg("final state not recorded: Redis unavailable; holding the task and retrying (logged at most every 5 s)")
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+func (w *Worker) succeed(ctx context.Context, d *delivery, o attempt.Outcome) {
+	if d.record && !w.record(ctx, d, results.Update{State: task.StateSuccess, Result: o.Result, FinishedAt: o.End, ClearError: true}) {
+		// Shutting down without the result recorded: the task runs again.
+		d.log.Error().Msg("result not recorded before shutdown; task will be redelivered")
+		_ = d.msg.NakWithDelay(time.Second)
+		w.metrics.Observe(d.env, attempt.OutcomeRetry, o.Runtime())
+		return
 	}
 	if err := d.msg.Ack(); err != nil {
 		d.log.Warn().Err(err).Msg("ack")
@@ -502,8 +551,9 @@ func (w *Worker) dead(ctx context.Context, d *delivery, reason string) {
 	now := w.cfg.Now()
 	if w.store != nil && (d.def == nil || !d.def.Options.NoResult) && env.ID != "" {
 		u := results.Update{Task: env.Name, Queue: env.Queue, State: task.StateFailure, Error: reason, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
-		if err := w.store.Set(pctx, env.ID, u); err != nil {
-			d.log.Warn().Err(err).Msg("record FAILURE")
+		if !w.record(ctx, d, u) {
+			// The dead letter is stored; it is the record of this task.
+			d.log.Error().Msg("FAILURE not recorded before shutdown; the dead letter stands")
 		}
 	}
 	if err := d.msg.TermWithReason("dead-lettered"); err != nil {
@@ -523,8 +573,8 @@ func (w *Worker) expire(ctx context.Context, d *delivery) {
 	reason := "expired at " + env.Expires.UTC().Format(time.RFC3339Nano)
 	if d.record {
 		u := results.Update{Task: env.Name, Queue: env.Queue, State: task.StateExpired, Error: reason, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
-		if err := w.store.Set(ctx, env.ID, u); err != nil {
-			d.log.Error().Err(err).Msg("expired state not recorded; task will be redelivered")
+		if !w.record(ctx, d, u) {
+			d.log.Error().Msg("expired state not recorded before shutdown; task will be redelivered")
 			_ = d.msg.NakWithDelay(time.Second)
 			return
 		}
