@@ -54,6 +54,11 @@ type ClientOptions struct {
 	ResultTTL time.Duration
 	// NoResults disables recording PENDING states in Redis.
 	NoResults bool
+	// InboxPrefix receives replies and final states instead of _INBOX; on
+	// a server with per-role users, the prefix your user may subscribe to
+	// (deploy/nats/accounts.conf gives the client user _INBOX_client).
+	// Default _INBOX_client.
+	InboxPrefix string
 }
 
 // Client enqueues tasks from any Go program and reads their states. It is
@@ -96,7 +101,10 @@ func Dial(ctx context.Context, o ClientOptions) (*Client, error) {
 	if o.RedisPrefix == "" {
 		o.RedisPrefix = "flotilla"
 	}
-	nc, js, err := jet.Connect(ctx, o.NATSURL, "flotilla-client")
+	if o.InboxPrefix == "" {
+		o.InboxPrefix = "_INBOX_client"
+	}
+	nc, js, err := jet.Connect(ctx, o.NATSURL, "flotilla-client", o.InboxPrefix)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +125,7 @@ func Dial(ctx context.Context, o ClientOptions) (*Client, error) {
 		return nil, fmt.Errorf("flotilla: %w", err)
 	}
 	// A client has no registry: the workers decide whether a task exists.
-	c.c = client.New(nc, js, c.store, client.Config{IdempotencyTTL: window})
+	c.c = client.New(nc, js, c.store, client.Config{IdempotencyTTL: window, NotifyPrefix: wire.NotifyPrefix(o.InboxPrefix)})
 	return c, nil
 }
 

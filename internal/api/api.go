@@ -6,6 +6,7 @@ package api
 
 import (
 	"context"
+	"net"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -43,6 +44,8 @@ type Config struct {
 	RateWindow time.Duration
 	// Metrics is the role's registry, served on /metrics; nil = a new one.
 	Metrics *prometheus.Registry
+	// Listener, when set, is Addr bound already (Run binds Addr otherwise).
+	Listener net.Listener
 	// RequestTimeout bounds every request but sync executions (see
 	// rest.NewRole); 0 = none.
 	RequestTimeout time.Duration
@@ -88,5 +91,12 @@ func (s *Server) Handler() *echo.Echo { return s.echo }
 
 // Run serves until ctx is done, then shuts down gracefully.
 func (s *Server) Run(ctx context.Context) error {
-	return rest.Serve(ctx, s.echo, s.cfg.Addr, s.cfg.ShutdownTimeout)
+	ln := s.cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = rest.Listen(s.cfg.Addr); err != nil {
+			return err
+		}
+	}
+	return rest.Serve(ctx, s.echo, ln, s.cfg.ShutdownTimeout)
 }

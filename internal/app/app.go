@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -97,6 +98,28 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	n.ResultErrors = func(err error, lost int) {
 		rootLog.Error().Err(err).Int("writes", lost).Msg("task states not recorded in Redis")
 	}
+	if cfg.Role == config.RoleDev {
+		unlock, err := lockDataDir(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
+	// Bind every listener before connecting and printing anything, so that
+	// a taken address is the error, at once.
+	lns := map[string]net.Listener{}
+	defer func() {
+		for _, ln := range lns {
+			_ = ln.Close() // after Serve closed it, a no-op
+		}
+	}()
+	for _, r := range roles {
+		ln, err := rest.Listen(roleAddr(cfg, r))
+		if err != nil {
+			return fmt.Errorf("%s: %w", r, err)
+		}
+		lns[r] = ln
+	}
 	c, err := Open(ctx, cfg, n)
 	if err != nil {
 		return err
@@ -112,7 +135,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, r := range roles {
-		run, err := build(gctx, r, cfg, c, opts, loggers[r])
+		run, err := build(gctx, r, cfg, c, opts, lns[r], loggers[r])
 		if err != nil {
 			return err
 		}
@@ -130,8 +153,15 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 func NewClient(cfg config.Config, c *Conns, reg *task.Registry) *client.Client {
 	return client.New(c.NC, c.JS, c.Results, client.Config{
 		Registry: reg, CheckRegistered: cfg.Tasks.CheckRegistered, MaxArgsBytes: cfg.Tasks.MaxBodyBytes,
-		Events: cfg.Tasks.Events, IdempotencyTTL: dedupWindow(c),
+		Events: cfg.Tasks.Events, IdempotencyTTL: dedupWindow(c), NotifyPrefix: wire.NotifyPrefix(cfg.NATS.InboxPrefix),
+		Limits: Limits(cfg), Queues: append([]string{}, cfg.Worker.Queues...),
 	})
+}
+
+// Limits are the caps of an enqueue (tasks.*_max).
+func Limits(cfg config.Config) client.Limits {
+	return client.Limits{MaxRetries: cfg.Tasks.MaxRetriesMax, Timeout: cfg.Tasks.TimeoutMax,
+		Delay: cfg.Tasks.DelayMax, Expires: cfg.Tasks.ExpiresMax}
 }
 
 func dedupWindow(c *Conns) time.Duration {
@@ -163,7 +193,21 @@ func checks(c *Conns, postgres bool) []rest.Check {
 	return cs
 }
 
-func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts Options, log zerolog.Logger) (func(context.Context) error, error) {
+// roleAddr is the HTTP address role listens on.
+func roleAddr(cfg config.Config, role string) string {
+	switch role {
+	case config.RoleWeb:
+		return cfg.Web.Addr
+	case config.RoleAPI:
+		return cfg.API.Addr
+	case config.RoleWorker:
+		return cfg.Worker.Addr
+	default:
+		return cfg.Beat.Addr
+	}
+}
+
+func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts Options, ln net.Listener, log zerolog.Logger) (func(context.Context) error, error) {
 	reg := opts.Registry
 	metrics := rest.NewRegistry()
 	switch role {
@@ -171,6 +215,7 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 		wcfg := web.Config{
 			Addr: cfg.Web.Addr, MaxBodyBytes: cfg.Tasks.MaxBodyBytes, ShutdownTimeout: cfg.ShutdownTimeout,
 			Registry: reg, CheckRegistered: cfg.Tasks.CheckRegistered, Metrics: metrics, RequestTimeout: cfg.RequestTimeout,
+			Listener: ln,
 		}
 		if c.Pool != nil {
 			wcfg.Schedules = store.New(c.Pool)
@@ -187,7 +232,8 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 		acfg := api.Config{Addr: cfg.API.Addr, MaxBodyBytes: cfg.Tasks.MaxBodyBytes, ShutdownTimeout: cfg.ShutdownTimeout,
 			Exec: Executor(cfg, c, reg, opts.Middleware, metrics, log), ExecTimeout: cfg.API.ExecTimeout, ExecTimeoutMax: cfg.API.ExecTimeoutMax,
 			Auth: cfg.API.Auth, Redis: c.Redis, Prefix: cfg.Redis.Prefix, SessionTTL: cfg.API.SessionTTL,
-			RateLimit: cfg.API.RateLimit, RateWindow: cfg.API.RateWindow, Metrics: metrics, RequestTimeout: cfg.RequestTimeout}
+			RateLimit: cfg.API.RateLimit, RateWindow: cfg.API.RateWindow, Metrics: metrics, RequestTimeout: cfg.RequestTimeout,
+			Listener: ln}
 		if c.Pool != nil {
 			acfg.Verify = auth.StoreVerifier(store.New(c.Pool))
 		}
@@ -204,7 +250,7 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 		wc := WorkerConfig(cfg)
 		wc.Middleware, wc.Metrics = opts.Middleware, metrics
 		w := worker.New(c.NC, c.JS, reg, c.Results, log, wc)
-		return withHealth(w.Run, "worker", cfg.Worker.Addr, cfg, checks(c, false), nil, metrics, log), nil
+		return withHealth(w.Run, "worker", ln, cfg, checks(c, false), nil, metrics, log), nil
 	case config.RoleBeat:
 		code, err := CodeSchedules(reg, opts.Schedules)
 		if err != nil {
@@ -215,14 +261,14 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 		b := beat.New(c.JS, store.New(c.Pool), BeatClient(cfg, c, reg, log), bc, log)
 		log.Info().Str("addr", cfg.Beat.Addr).Int("code_schedules", len(code)).Msg("beat starting")
 		info := func() map[string]any { return map[string]any{"leader": b.IsLeader()} }
-		return withHealth(b.Run, "beat", cfg.Beat.Addr, cfg, checks(c, true), info, metrics, log), nil
+		return withHealth(b.Run, "beat", ln, cfg, checks(c, true), info, metrics, log), nil
 	}
 	return nil, fmt.Errorf("unknown role %q", role)
 }
 
-// withHealth runs run beside an HTTP server on addr with /healthz,
+// withHealth runs run beside an HTTP server on ln with /healthz,
 // /readyz and /metrics: the worker and beat roles, which serve no API.
-func withHealth(run func(context.Context) error, role, addr string, cfg config.Config, cs []rest.Check,
+func withHealth(run func(context.Context) error, role string, ln net.Listener, cfg config.Config, cs []rest.Check,
 	info func() map[string]any, metrics prometheus.Gatherer, log zerolog.Logger,
 ) func(context.Context) error {
 	e := rest.NewEcho(log)
@@ -230,7 +276,7 @@ func withHealth(run func(context.Context) error, role, addr string, cfg config.C
 	return func(ctx context.Context) error {
 		g, gctx := errgroup.WithContext(ctx)
 		g.Go(func() error { return run(gctx) })
-		g.Go(func() error { return rest.Serve(gctx, e, addr, cfg.ShutdownTimeout) })
+		g.Go(func() error { return rest.Serve(gctx, e, ln, cfg.ShutdownTimeout) })
 		return g.Wait()
 	}
 }
@@ -252,6 +298,7 @@ func BeatClient(cfg config.Config, c *Conns, reg *task.Registry, log zerolog.Log
 	sampled := log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Minute})
 	return client.New(c.NC, c.JS, c.Results, client.Config{
 		Registry: reg, MaxArgsBytes: cfg.Tasks.MaxBodyBytes, Events: cfg.Tasks.Events, IdempotencyTTL: dedupWindow(c),
+		Limits: Limits(cfg),
 		StateErrors: func(err error, n int) {
 			sampled.Warn().Err(err).Int("tasks", n).Msg("PENDING states of fired tasks not recorded in Redis; firing anyway")
 		},

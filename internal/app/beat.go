@@ -14,7 +14,7 @@ import (
 func BeatConfig(cfg config.Config, code []schedule.Schedule) beat.Config {
 	return beat.Config{
 		Elector: beat.ElectorConfig{
-			ID: cfg.Worker.Name, TTL: cfg.Beat.LeaseTTL, Replicas: cfg.NATS.Replicas,
+			ID: cfg.Worker.Name, TTL: cfg.Beat.LeaseTTL, Replicas: cfg.NATS.Replicas, CreateBucket: cfg.NATS.ApplyStreams,
 		},
 		Grace: cfg.Beat.Grace, Resync: cfg.Beat.Resync,
 		PublishMode: cfg.Beat.PublishMode, MaxPending: cfg.Beat.MaxPending, Code: code,

@@ -74,7 +74,7 @@ func Open(ctx context.Context, cfg config.Config, n Needs) (_ *Conns, err error)
 		}
 		c.NATSURL = c.Server.ClientURL()
 	}
-	c.NC, c.JS, err = jet.Connect(ctx, c.NATSURL, "flotilla-"+cfg.Role)
+	c.NC, c.JS, err = jet.Connect(ctx, c.NATSURL, "flotilla-"+cfg.Role, cfg.NATS.InboxPrefix)
 	if err != nil {
 		return c, fmt.Errorf("%w; start a server (nats-server -js) or set FLOTILLA_NATS_URL", err)
 	}
@@ -138,7 +138,7 @@ func Open(ctx context.Context, cfg config.Config, n Needs) (_ *Conns, err error)
 func TopologyParams(cfg config.Config) jet.TopologyParams {
 	return jet.TopologyParams{
 		Replicas: cfg.NATS.Replicas, TaskMaxMsgs: cfg.NATS.TaskStreamMaxMsgs,
-		TaskMaxBytes: cfg.NATS.TaskStreamMaxBytes, AckWait: cfg.NATS.AckWait,
+		TaskMaxBytes: cfg.NATS.TaskStreamMaxBytes, AckWait: cfg.NATS.AckWait, LeaseTTL: cfg.Beat.LeaseTTL,
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -110,6 +112,16 @@ func TestDevRunsEveryRole(t *testing.T) {
 	require.Equal(t, 200, get(t, "http://"+cfg.Beat.Addr+"/healthz", &health))
 	require.Equal(t, true, health["leader"])
 
+	// A second dev on the same data dir refuses at once and leaves the
+	// first one (and its NATS URL file) alone.
+	second := cfg
+	second.Web.Addr, second.API.Addr, second.Worker.Addr, second.Beat.Addr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	err = app.Run(t.Context(), second, app.Options{Registry: reg, Stdout: io.Discard})
+	require.ErrorContains(t, err, "already uses data_dir")
+	_, err = os.Stat(filepath.Join(cfg.DataDir, app.DevURLFile))
+	require.NoError(t, err, "the first dev's URL file is still there")
+	require.Equal(t, 200, get(t, web+"/readyz", nil))
+
 	// Each role serves its own metrics, even in one process: web and api
 	// count their HTTP requests and show nothing of beat's; beat shows its
 	// own; the worker shows task metrics.
@@ -138,6 +150,24 @@ func metricsText(t *testing.T, base string) string {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return string(b)
+}
+
+// TestDevAddressTaken: a taken address is the error, before anything is
+// started or printed.
+func TestDevAddressTaken(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	cfg := config.Default(config.RoleDev)
+	cfg.DataDir = t.TempDir()
+	cfg.Web.Addr, cfg.API.Addr, cfg.Worker.Addr, cfg.Beat.Addr = freeAddr(t), ln.Addr().String(), freeAddr(t), freeAddr(t)
+	var out bytes.Buffer
+	start := time.Now()
+	err = app.Run(t.Context(), cfg, app.Options{Registry: task.NewRegistry(), Stdout: &out})
+	require.ErrorContains(t, err, "api: listen on "+ln.Addr().String()+": the address is already in use")
+	require.Less(t, time.Since(start), 2*time.Second)
+	require.NotContains(t, out.String(), "Flotilla dev is running")
 }
 
 func post(t *testing.T, u, body string, want int, out any) int {

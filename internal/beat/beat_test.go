@@ -67,7 +67,7 @@ func pool(t *testing.T, u string) *pgxpool.Pool {
 
 func fastConfig() beat.Config {
 	return beat.Config{
-		Elector: beat.ElectorConfig{TTL: 2 * time.Second, Poll: 100 * time.Millisecond},
+		Elector: beat.ElectorConfig{TTL: 2 * time.Second, Poll: 100 * time.Millisecond, CreateBucket: true},
 		Grace:   8 * time.Second, Resync: 2 * time.Second, Flush: 200 * time.Millisecond,
 	}
 }

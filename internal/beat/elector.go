@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/wire"
 )
 
@@ -28,6 +29,11 @@ type ElectorConfig struct {
 	Margin time.Duration
 	// Replicas of the lease bucket. Default 1.
 	Replicas int
+	// CreateBucket lets the elector create or update the lease bucket
+	// (nats.apply_streams). Without it the bucket must exist — `flotilla
+	// streams apply` creates it — and beat needs no right to change
+	// streams.
+	CreateBucket bool
 	// Now is the local clock. Default time.Now.
 	Now func() time.Time
 }
@@ -87,14 +93,27 @@ func (e *Elector) IsLeader() bool {
 	return e.leading && e.cfg.Now().Before(e.until)
 }
 
-// Bucket creates or updates the lease bucket.
-func Bucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: wire.LeaseBucket, Description: "Flotilla beat leader lease", History: 1,
-		TTL: ttl, Replicas: replicas, Storage: jetstream.FileStorage,
-	})
+// bucket binds to the lease bucket, creating or updating it first when
+// the elector may. A bucket whose TTL is not the lease's is used, with a
+// warning: the lease then outlives (or undercuts) its holder.
+func (e *Elector) bucket(ctx context.Context) (jetstream.KeyValue, error) {
+	if e.cfg.CreateBucket {
+		kv, err := e.js.CreateOrUpdateKeyValue(ctx, jet.LeaseBucketConfig(e.cfg.TTL, e.cfg.Replicas))
+		if err != nil {
+			return nil, fmt.Errorf("lease bucket %s: %w", wire.LeaseBucket, err)
+		}
+		return kv, nil
+	}
+	kv, err := e.js.KeyValue(ctx, wire.LeaseBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("lease bucket %s does not exist: create it with `flotilla streams apply` (as the NATS admin user), or start beat with nats.apply_streams=true", wire.LeaseBucket)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lease bucket %s: %w", wire.LeaseBucket, err)
+	}
+	if st, err := kv.Status(ctx); err == nil && st.TTL() != e.cfg.TTL {
+		e.log.Warn().Dur("bucket_ttl", st.TTL()).Dur("lease_ttl", e.cfg.TTL).
+			Msg("the lease bucket's TTL differs from beat.lease_ttl: run `flotilla streams apply` with the same beat.lease_ttl")
 	}
 	return kv, nil
 }
@@ -102,7 +121,7 @@ func Bucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration, repl
 // Run campaigns until ctx ends, then resigns (deletes the lease if it still
 // holds it) so a standby takes over at once.
 func (e *Elector) Run(ctx context.Context) error {
-	kv, err := Bucket(ctx, e.js, e.cfg.TTL, e.cfg.Replicas)
+	kv, err := e.bucket(ctx)
 	if err != nil {
 		return err
 	}

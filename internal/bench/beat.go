@@ -99,7 +99,7 @@ func RunBeat(ctx context.Context, cfg BeatConfig, out io.Writer) error {
 	var measuring bool
 	var from time.Time // only fires due from then on count: catch-up of ticks missed while loading does not
 	bcfg := beat.Config{
-		Elector:     beat.ElectorConfig{ID: "bench", TTL: 10 * time.Second},
+		Elector:     beat.ElectorConfig{ID: "bench", TTL: 10 * time.Second, CreateBucket: true},
 		PublishMode: cfg.PublishMode,
 		Observe: func(_ string, due, acked time.Time, err error) {
 			mu.Lock()

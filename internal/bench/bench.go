@@ -175,7 +175,7 @@ func connect(ctx context.Context, url, name string, queue bool) (*conn, error) {
 	}
 	c := &conn{}
 	var err error
-	c.nc, c.js, err = jet.Connect(ctx, url, name)
+	c.nc, c.js, err = jet.Connect(ctx, url, name, "")
 	if err != nil {
 		stop()
 		return nil, err

@@ -71,7 +71,7 @@ func RunExec(ctx context.Context, cfg ExecConfig, out io.Writer) error {
 	systasks.Register(reg)
 
 	// The worker on a connection of its own, as in production.
-	wnc, wjs, err := jet.Connect(ctx, conn.url(), "flotilla-bench-exec-worker")
+	wnc, wjs, err := jet.Connect(ctx, conn.url(), "flotilla-bench-exec-worker", "")
 	if err != nil {
 		return err
 	}

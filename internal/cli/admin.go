@@ -86,6 +86,9 @@ func streamsCmd(env Env, rf *rootFlags) *cobra.Command {
 			for _, q := range queues {
 				fmt.Fprintf(cmd.OutOrStdout(), "consumer %s on %s: filter %s\n", wire.ConsumerName(q), wire.StreamTasks, wire.QueueFilter(q))
 			}
+			if l := c.Topology.Lease; l.Bucket != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "kv bucket %s: beat's lease, ttl %s, replicas %d\n", l.Bucket, l.TTL, l.Replicas)
+			}
 			return nil
 		},
 	}

@@ -75,7 +75,7 @@ func runDoctor(cmd *cobra.Command, rf *rootFlags) []check {
 		add("nats", errors.New("nats.url is empty: set FLOTILLA_NATS_URL, or start `flotilla dev`"), "")
 		return out
 	}
-	nc, js, err := jet.Connect(ctx, cfg.NATS.URL, "flotilla-doctor")
+	nc, js, err := jet.Connect(ctx, cfg.NATS.URL, "flotilla-doctor", cfg.NATS.InboxPrefix)
 	connected := ""
 	if err == nil {
 		connected = "connected to " + nc.ConnectedUrlRedacted()
@@ -173,6 +173,15 @@ func doctorStreams(ctx context.Context, js jetstream.JetStream, cfg config.Confi
 		}
 		add("consumer "+wire.ConsumerName(q), err, msg)
 	}
+	orphans, err := jet.Orphans(ctx, js)
+	if err == nil && len(orphans) > 0 {
+		var parts []string
+		for _, o := range orphans {
+			parts = append(parts, fmt.Sprintf("%s: %d tasks", o.Queue, o.Tasks))
+		}
+		err = fmt.Errorf("tasks wait on queues no consumer serves (%s): start workers for them, or create the consumers with `flotilla streams apply --queues ...`", strings.Join(parts, ", "))
+	}
+	add("queues without consumer", err, "none")
 }
 
 func infoField(info, key string) string {

@@ -35,7 +35,16 @@ func TestDoctor(t *testing.T) {
 	out, err = run("doctor")
 	require.NoError(t, err, out)
 	require.NotContains(t, out, "FAIL")
-	for _, want := range []string{"stream TASKS", "stream DELAYED", "consumer q-default", "postgresql migrations", "redis version", "beat lease"} {
+	for _, want := range []string{"stream TASKS", "stream DELAYED", "consumer q-default", "postgresql migrations", "redis version", "beat lease", "queues without consumer"} {
 		require.True(t, strings.Contains(out, want), "doctor output lacks %q:\n%s", want, out)
 	}
+
+	// A task for a queue nobody consumes is reported.
+	_, js := jettest.Connect(t, natsURL)
+	_, err = js.Publish(t.Context(), "tasks.orphan.sys.ping", []byte(`{}`))
+	require.NoError(t, err)
+	out, err = run("doctor")
+	require.Error(t, err)
+	require.Contains(t, out, "FAIL  queues without consumer")
+	require.Contains(t, out, "orphan: 1 tasks")
 }

@@ -166,7 +166,7 @@ func TestScheduleRunCommand(t *testing.T) {
 	require.NoError(t, os.WriteFile(cfgFile, []byte("redis:\n  prefix: "+prefix+"\n"), 0o600))
 	b.extra = append(b.extra, "--config", cfgFile, "--nats-url", ns.ClientURL(), "--redis-url", resultstest.URL())
 
-	b.mustRun(t, "streams", "apply")
+	b.mustRun(t, "streams", "apply", "--queues", "default,metrics")
 	b.mustRun(t, "schedule", "add", "collect", "--task", "metrics.collect", "--interval", "1h", "--args", `{"n":1}`, "--disabled")
 
 	out := b.mustRun(t, "schedule", "run", "collect")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/flotilla/flotilla/internal/jet"
@@ -45,8 +46,46 @@ type Config struct {
 	// worker records their states when it runs them). When nil a failed
 	// write fails the enqueue.
 	StateErrors func(err error, n int)
+	// NotifyPrefix is where EnqueueAndWait receives final states (see
+	// wire.NotifyPrefix). Default flotilla.notify.default.
+	NotifyPrefix string
+	// Limits bound what a request may ask for; zero fields take the
+	// defaults of [Limits].
+	Limits Limits
+	// Queues, when not nil, makes an enqueue to a queue that no consumer
+	// (q-<queue>) serves and Queues does not name an ErrUnknownQueue:
+	// such a task would wait forever. The check asks JetStream for the
+	// consumer once and remembers the answer for a while.
+	Queues []string
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+}
+
+// Limits are the caps of an enqueue request (config tasks.*_max).
+type Limits struct {
+	// MaxRetries caps max_retries. Default 100.
+	MaxRetries int
+	// Timeout caps the per-attempt timeout. Default 24h.
+	Timeout time.Duration
+	// Delay caps countdown and how far in the future eta may be. Default 30 days.
+	Delay time.Duration
+	// Expires caps how far in the future expires may be. Default 30 days.
+	Expires time.Duration
+}
+
+func (l *Limits) defaults() {
+	if l.MaxRetries <= 0 {
+		l.MaxRetries = 100
+	}
+	if l.Timeout <= 0 {
+		l.Timeout = 24 * time.Hour
+	}
+	if l.Delay <= 0 {
+		l.Delay = 30 * 24 * time.Hour
+	}
+	if l.Expires <= 0 {
+		l.Expires = 30 * 24 * time.Hour
+	}
 }
 
 // Client enqueues tasks. It is safe for concurrent use.
@@ -56,6 +95,8 @@ type Client struct {
 	store  *results.Store // nil: results off
 	events *jet.Events
 	cfg    Config
+
+	queues *queueCache
 
 	muxOnce   sync.Once
 	muxErr    error
@@ -75,8 +116,16 @@ func New(nc *nats.Conn, js jetstream.JetStream, store *results.Store, cfg Config
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Client{nc: nc, js: js, store: store, events: jet.NewEvents(nc, cfg.Events), cfg: cfg,
+	if cfg.NotifyPrefix == "" {
+		cfg.NotifyPrefix = wire.NotifyPrefix("")
+	}
+	cfg.Limits.defaults()
+	c := &Client{nc: nc, js: js, store: store, events: jet.NewEvents(nc, cfg.Events), cfg: cfg,
 		waiters: make(map[string]chan results.State)}
+	if cfg.Queues != nil {
+		c.queues = newQueueCache(js, cfg.Queues)
+	}
+	return c
 }
 
 // Request is one task to enqueue.
@@ -165,8 +214,18 @@ func (c *Client) Prepare(r Request) (*Prepared, error) {
 		return nil, task.FieldErrorf("args", "must be a JSON object")
 	}
 	now := c.cfg.Now()
+	lim := c.cfg.Limits
 	if r.Countdown < 0 {
 		return nil, task.FieldErrorf("countdown", "must not be negative, got %s", r.Countdown)
+	}
+	if r.Countdown > lim.Delay {
+		return nil, task.FieldErrorf("countdown", "%s is longer than the limit of %s (tasks.delay_max)", r.Countdown, lim.Delay)
+	}
+	if !r.ETA.IsZero() && r.ETA.Sub(now) > lim.Delay {
+		return nil, task.FieldErrorf("eta", "%s is further ahead than the limit of %s (tasks.delay_max)", r.ETA.UTC().Format(time.RFC3339), lim.Delay)
+	}
+	if !r.Expires.IsZero() && r.Expires.Sub(now) > lim.Expires {
+		return nil, task.FieldErrorf("expires", "%s is further ahead than the limit of %s (tasks.expires_max)", r.Expires.UTC().Format(time.RFC3339), lim.Expires)
 	}
 	if r.Countdown > 0 && !r.ETA.IsZero() {
 		return nil, task.FieldErrorf("eta", "give countdown or eta, not both")
@@ -181,11 +240,11 @@ func (c *Client) Prepare(r Request) (*Prepared, error) {
 	if !runAt.IsZero() && !r.Expires.IsZero() && !r.Expires.After(runAt) {
 		return nil, task.FieldErrorf("expires", "the task would expire before it runs")
 	}
-	if r.MaxRetries != nil && *r.MaxRetries < 0 {
-		return nil, task.FieldErrorf("max_retries", "must not be negative, got %d", *r.MaxRetries)
+	if r.MaxRetries != nil && (*r.MaxRetries < 0 || *r.MaxRetries > lim.MaxRetries) {
+		return nil, task.FieldErrorf("max_retries", "must be from 0 to %d (tasks.max_retries_max), got %d", lim.MaxRetries, *r.MaxRetries)
 	}
-	if r.Timeout < 0 {
-		return nil, task.FieldErrorf("timeout", "must not be negative, got %s", r.Timeout)
+	if r.Timeout < 0 || r.Timeout > lim.Timeout {
+		return nil, task.FieldErrorf("timeout", "must be from 0 to %s (tasks.timeout_max), got %s", lim.Timeout, r.Timeout)
 	}
 	if len(r.IdempotencyKey) > 256 || strings.ContainsAny(r.IdempotencyKey, "\r\n") {
 		return nil, task.FieldErrorf("idempotency_key", "must be at most 256 characters on one line")
@@ -279,6 +338,9 @@ func (c *Client) Enqueue(ctx context.Context, r Request) (Result, error) {
 func (c *Client) enqueue(ctx context.Context, r Request, notify string) (Result, error) {
 	p, err := c.Prepare(r)
 	if err != nil {
+		return Result{}, err
+	}
+	if err := c.queues.check(ctx, p.env.Queue); err != nil {
 		return Result{}, err
 	}
 	id := p.env.ID
@@ -486,7 +548,7 @@ func (c *Client) EnqueueAndWait(ctx context.Context, r Request) (results.State, 
 	}
 	// The id is not known before Prepare; wait on the notify subject keyed by
 	// a token instead, and map it back.
-	token := nats.NewInbox()[len("_INBOX."):]
+	token := nuid.Next()
 	ch := make(chan results.State, 1)
 	c.mu.Lock()
 	c.waiters[token] = ch
@@ -533,7 +595,7 @@ func (c *Client) Wait(ctx context.Context, id string) (results.State, error) {
 
 func (c *Client) startMux() error {
 	c.muxOnce.Do(func() {
-		c.muxPrefix = nats.NewInbox() + "."
+		c.muxPrefix = c.cfg.NotifyPrefix + nuid.Next() + "."
 		_, c.muxErr = c.nc.Subscribe(c.muxPrefix+"*", func(m *nats.Msg) {
 			token := m.Subject[len(c.muxPrefix):]
 			var st results.State

@@ -50,7 +50,7 @@ type opts struct {
 func setup(t *testing.T, o opts) *bundle {
 	t.Helper()
 	ns := jettest.Server(t)
-	nc, js, err := jet.Connect(t.Context(), ns.ClientURL(), "client-test")
+	nc, js, err := jet.Connect(t.Context(), ns.ClientURL(), "client-test", "")
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	top, err := jet.LoadTopology(o.topology)
@@ -131,6 +131,11 @@ func TestValidation(t *testing.T) {
 			{name: "idempotency key too long", req: client.Request{Task: "known.task", IdempotencyKey: strings.Repeat("k", 257)}, field: "idempotency_key"},
 			{name: "idempotency key with newline", req: client.Request{Task: "known.task", IdempotencyKey: "a\r\nNats-Msg-Id: b"}, field: "idempotency_key"},
 			{name: "unregistered task", req: client.Request{Task: "unknown.task"}, is: client.ErrUnknownTask},
+			{name: "max retries over the cap", req: client.Request{Task: "known.task", MaxRetries: intp(99999999999)}, field: "max_retries"},
+			{name: "timeout over the cap", req: client.Request{Task: "known.task", Timeout: 2562047 * time.Hour}, field: "timeout"},
+			{name: "countdown over the cap", req: client.Request{Task: "known.task", Countdown: 2562047 * time.Hour}, field: "countdown"},
+			{name: "eta far ahead", req: client.Request{Task: "known.task", ETA: time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)}, field: "eta"},
+			{name: "expires far ahead", req: client.Request{Task: "known.task", Expires: time.Now().Add(31 * 24 * time.Hour)}, field: "expires"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
@@ -158,6 +163,22 @@ func TestValidation(t *testing.T) {
 	require.Zero(t, b.streamMsgs(t, wire.StreamTasks))
 	require.Zero(t, b.streamMsgs(t, wire.StreamDelayed))
 	require.Zero(t, b.taskKeys(t))
+}
+
+// TestUnknownQueue: with Queues set, a queue that no consumer serves and
+// the configuration does not declare is refused; a declared one, or one
+// with a consumer, is not.
+func TestUnknownQueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{cfg: client.Config{Queues: []string{"declared"}}, queues: []string{"default", "served"}})
+	for _, q := range []string{"default", "served", "declared"} {
+		_, err := b.client.Enqueue(t.Context(), client.Request{Task: "a.b", Queue: q})
+		require.NoError(t, err, q)
+	}
+	_, err := b.client.Enqueue(t.Context(), client.Request{Task: "a.b", Queue: "nobody"})
+	require.ErrorIs(t, err, client.ErrUnknownQueue)
+	require.ErrorContains(t, err, "flotilla streams apply --queues nobody")
+	require.EqualValues(t, 3, b.streamMsgs(t, wire.StreamTasks))
 }
 
 func TestUnknownTaskWithoutCheck(t *testing.T) {

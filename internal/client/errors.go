@@ -24,6 +24,9 @@ var (
 	ErrUnavailable = errors.New("NATS JetStream unavailable")
 	// ErrUnconfirmed matches every [UnconfirmedError].
 	ErrUnconfirmed = errors.New("publish unconfirmed")
+	// ErrUnknownQueue means no worker consumes the queue and no
+	// configuration declares it: the task would wait forever.
+	ErrUnknownQueue = errors.New("unknown queue")
 )
 
 // UnconfirmedError means the task was published but its acknowledgement did

@@ -65,6 +65,11 @@ type NATS struct {
 	// AckWait is how long a worker may hold a task without acking or sending
 	// in-progress before it is redelivered. Default 30s.
 	AckWait time.Duration `koanf:"ack_wait"`
+	// InboxPrefix is where the connection receives replies, instead of
+	// _INBOX: each role's NATS user may subscribe to its own prefix only,
+	// so no role reads another's replies (deploy/nats/accounts.conf).
+	// Default _INBOX_<role> (_INBOX_admin for admin commands, _INBOX for dev).
+	InboxPrefix string `koanf:"inbox_prefix"`
 }
 
 // Database configures PostgreSQL.
@@ -123,6 +128,14 @@ type Tasks struct {
 	// CheckRegistered rejects enqueues of task names this binary has no
 	// handler for. Producer-only builds turn it off. Default true.
 	CheckRegistered bool `koanf:"check_registered"`
+	// MaxRetriesMax caps the max_retries of an enqueue. Default 100.
+	MaxRetriesMax int `koanf:"max_retries_max"`
+	// TimeoutMax caps the timeout of an enqueue. Default 24h.
+	TimeoutMax time.Duration `koanf:"timeout_max"`
+	// DelayMax caps countdown, and how far ahead eta may be. Default 720h.
+	DelayMax time.Duration `koanf:"delay_max"`
+	// ExpiresMax caps how far ahead expires may be. Default 720h.
+	ExpiresMax time.Duration `koanf:"expires_max"`
 }
 
 // Auth configures what web and api do about failed authentication.

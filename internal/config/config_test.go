@@ -74,6 +74,7 @@ func TestLoadDefaultsWorker(t *testing.T) {
 			TaskStreamMaxMsgs:  1_000_000,
 			TaskStreamMaxBytes: 1 << 30,
 			AckWait:            30 * time.Second,
+			InboxPrefix:        "_INBOX_worker",
 		},
 		Database: Database{URL: "postgres://postgres@127.0.0.1:5432/flotilla?sslmode=disable"},
 		Redis:    Redis{URL: "redis://127.0.0.1:6379/0", Prefix: "flotilla"},
@@ -89,6 +90,10 @@ func TestLoadDefaultsWorker(t *testing.T) {
 			Results:         true,
 			Events:          true,
 			CheckRegistered: true,
+			MaxRetriesMax:   100,
+			TimeoutMax:      24 * time.Hour,
+			DelayMax:        30 * 24 * time.Hour,
+			ExpiresMax:      30 * 24 * time.Hour,
 		},
 		Auth:   Auth{FailLimit: 10, FailWindow: time.Minute},
 		Web:    Web{Addr: ":8080", Auth: "token"},
@@ -297,11 +302,11 @@ tasks:
 			},
 		},
 		{
-			name: "unknown FLOTILLA_ variables are ignored",
+			name: "test and non-key FLOTILLA_ variables are left alone",
 			role: RoleWorker,
 			env: []string{
 				"FLOTILLA_TEST_DATABASE_URL=not a url",
-				"FLOTILLA_WORKER_QUEUE=typo",
+				"FLOTILLA_HEALTH_ROLE=web",
 				"FLOTILLA_CONFIG=",
 				"HOME=/root",
 				"FLOTILLA_WORKER_CONCURRENCY=5",
@@ -350,6 +355,16 @@ func TestLoadBadValues(t *testing.T) {
 		flagKeys map[string]string
 		wantErr  []string
 	}{
+		{
+			name:    "env misspelt",
+			env:     []string{"FLOTILLA_WORKER_QUEUE=action", "FLOTILLA_WORKER_CONCURENCY=5"},
+			wantErr: []string{"config: environment variable FLOTILLA_WORKER_CONCURENCY names no configuration key; did you mean FLOTILLA_WORKER_CONCURRENCY (worker.concurrency)?", "config: environment variable FLOTILLA_WORKER_QUEUE names no configuration key; did you mean FLOTILLA_WORKER_QUEUES (worker.queues)?"},
+		},
+		{
+			name:    "env unknown, nothing close",
+			env:     []string{"FLOTILLA_SOMETHING_ELSE_ENTIRELY=1"},
+			wantErr: []string{"config: environment variable FLOTILLA_SOMETHING_ELSE_ENTIRELY names no configuration key (unset it"},
+		},
 		{
 			name:    "env integer",
 			env:     []string{"FLOTILLA_WORKER_CONCURRENCY=abc"},

@@ -123,7 +123,7 @@ func Load(role string, opts LoadOptions) (Config, error) {
 		return Config{}, errors.Join(errs...)
 	}
 
-	merge("derived defaults", derived(k))
+	merge("derived defaults", derived(k, role))
 
 	var cfg Config
 	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
@@ -186,6 +186,10 @@ func defaults(role string) map[string]any {
 		"tasks.max_retries":       3,
 		"tasks.timeout":           5 * time.Minute,
 		"tasks.timeout_grace":     5 * time.Second,
+		"tasks.max_retries_max":   100,
+		"tasks.timeout_max":       24 * time.Hour,
+		"tasks.delay_max":         30 * 24 * time.Hour,
+		"tasks.expires_max":       30 * 24 * time.Hour,
 		"tasks.retry_backoff":     time.Second,
 		"tasks.retry_backoff_max": 10 * time.Minute,
 		"tasks.result_ttl":        24 * time.Hour,
@@ -233,7 +237,7 @@ func overlay(role string) map[string]any {
 
 // derived returns the defaults that depend on the final env, for the keys
 // no layer has set.
-func derived(k *koanf.Koanf) map[string]any {
+func derived(k *koanf.Koanf, role string) map[string]any {
 	dev := k.String("env") == "dev"
 	m := map[string]any{}
 	if !k.Exists("log.format") {
@@ -245,7 +249,23 @@ func derived(k *koanf.Koanf) map[string]any {
 	if !k.Exists("web.auth") {
 		m["web.auth"] = pick(dev, "none", "token")
 	}
+	if !k.Exists("nats.inbox_prefix") {
+		m["nats.inbox_prefix"] = DefaultInboxPrefix(role)
+	}
 	return m
+}
+
+// DefaultInboxPrefix is the default nats.inbox_prefix of role: _INBOX_<role>
+// (the role's NATS user may subscribe to it alone), _INBOX_admin for admin
+// commands, and _INBOX for dev, whose embedded server has no users.
+func DefaultInboxPrefix(role string) string {
+	switch role {
+	case RoleDev:
+		return "_INBOX"
+	case RoleCLI:
+		return "_INBOX_admin"
+	}
+	return "_INBOX_" + role
 }
 
 func pick(cond bool, yes, no string) string {
@@ -326,15 +346,16 @@ func fileLayer(path string) (map[string]any, []error) {
 // envLayer returns the values of the FLOTILLA_* variables that name a key.
 func envLayer(env map[string]string) (map[string]any, []error) {
 	names := make([]string, 0, len(env))
-	for name := range env {
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(env)) {
 		if _, ok := keyByEnv[name]; ok {
 			names = append(names, name)
+		} else if err := unknownEnv(name); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	slices.Sort(names)
 
 	out := map[string]any{}
-	var errs []error
 	for _, name := range names {
 		info := keyByEnv[name]
 		v, err := convert(info, env[name], name)
@@ -345,6 +366,50 @@ func envLayer(env map[string]string) (map[string]any, []error) {
 		out[info.key] = v
 	}
 	return out, errs
+}
+
+// envNotKeys are FLOTILLA_ variables that name no key but are read by
+// something: the file list, the test suites, the image's health check.
+var envNotKeys = map[string]bool{EnvConfigFile: true, "FLOTILLA_HEALTH_ROLE": true}
+
+// unknownEnv refuses a FLOTILLA_ variable that names no key (a typo would
+// otherwise be ignored silently), suggesting the closest one.
+func unknownEnv(name string) error {
+	if !strings.HasPrefix(name, EnvPrefix) || envNotKeys[name] || strings.HasPrefix(name, EnvPrefix+"TEST_") {
+		return nil
+	}
+	best, dist := "", -1
+	for _, k := range keyTable {
+		if d := editDistance(name, k.env); dist < 0 || d < dist {
+			best, dist = k.env, d
+		}
+	}
+	hint := ""
+	if dist >= 0 && dist <= max(3, len(name)/4) {
+		hint = fmt.Sprintf("; did you mean %s (%s)?", best, keyByEnv[best].key)
+	}
+	return fmt.Errorf("config: environment variable %s names no configuration key%s (unset it; `flotilla config print` lists the keys)", name, hint)
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // flagLayer returns the values of the flags of fs that were set explicitly

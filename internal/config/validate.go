@@ -14,6 +14,8 @@ import (
 	"github.com/rs/zerolog"
 )
 
+var inboxPrefixRE = regexp.MustCompile(`^_INBOX[A-Za-z0-9_-]*$`)
+
 // queueNameRE is the form of a queue name: it becomes part of NATS subjects
 // (tasks.<queue>.<task>) and consumer names (q-<queue>).
 var queueNameRE = regexp.MustCompile(`^[a-z0-9_-]+$`)
@@ -61,6 +63,9 @@ func (c Config) Validate() error {
 	v.positiveOrUnlimited("nats.task_stream_max_msgs", c.NATS.TaskStreamMaxMsgs)
 	v.positiveOrUnlimited("nats.task_stream_max_bytes", c.NATS.TaskStreamMaxBytes)
 	v.positive("nats.ack_wait", c.NATS.AckWait)
+	if !inboxPrefixRE.MatchString(c.NATS.InboxPrefix) {
+		v.addf("nats.inbox_prefix", "%q is invalid: want _INBOX followed by letters, digits, _ or -, e.g. _INBOX_web", c.NATS.InboxPrefix)
+	}
 
 	// stores
 	v.url("database.url", c.Database.URL, false, "postgres", "postgresql")
@@ -86,6 +91,17 @@ func (c Config) Validate() error {
 	v.notNegative("tasks.max_retries", int64(c.Tasks.MaxRetries))
 	v.positive("tasks.timeout", c.Tasks.Timeout)
 	v.positive("tasks.timeout_grace", c.Tasks.TimeoutGrace)
+	if c.Tasks.MaxRetriesMax < 1 {
+		v.addf("tasks.max_retries_max", "must be at least 1, got %d", c.Tasks.MaxRetriesMax)
+	} else if c.Tasks.MaxRetries > c.Tasks.MaxRetriesMax {
+		v.addf("tasks.max_retries", "must not exceed tasks.max_retries_max (%d), got %d", c.Tasks.MaxRetriesMax, c.Tasks.MaxRetries)
+	}
+	v.positive("tasks.timeout_max", c.Tasks.TimeoutMax)
+	if c.Tasks.TimeoutMax > 0 && c.Tasks.Timeout > c.Tasks.TimeoutMax {
+		v.addf("tasks.timeout", "must not exceed tasks.timeout_max (%s), got %s", c.Tasks.TimeoutMax, c.Tasks.Timeout)
+	}
+	v.positive("tasks.delay_max", c.Tasks.DelayMax)
+	v.positive("tasks.expires_max", c.Tasks.ExpiresMax)
 	v.positive("tasks.retry_backoff", c.Tasks.RetryBackoff)
 	v.positive("tasks.retry_backoff_max", c.Tasks.RetryBackoffMax)
 	if c.Tasks.RetryBackoff > 0 && c.Tasks.RetryBackoffMax > 0 && c.Tasks.RetryBackoffMax < c.Tasks.RetryBackoff {

@@ -22,6 +22,9 @@ type Topology struct {
 	Streams  []jetstream.StreamConfig
 	Consumer jetstream.ConsumerConfig // template of q-<queue>
 	Mover    jetstream.ConsumerConfig // delayed-mover on DELAYED
+	// Lease is beat's lease bucket; its Bucket is empty when
+	// TopologyParams.LeaseTTL was not set.
+	Lease jetstream.KeyValueConfig
 }
 
 // TopologyParams are the deployment settings applied over streams/.
@@ -33,6 +36,8 @@ type TopologyParams struct {
 	TaskMaxBytes int64
 	// AckWait of the queue consumers; 0 keeps the file's value.
 	AckWait time.Duration
+	// LeaseTTL of beat's lease bucket (beat.lease_ttl); 0 = no bucket.
+	LeaseTTL time.Duration
 }
 
 // LoadTopology decodes streams/ strictly (unknown fields are an error) and
@@ -65,6 +70,9 @@ func LoadTopology(p TopologyParams) (Topology, error) {
 	}
 	if p.AckWait > 0 {
 		t.Consumer.AckWait = p.AckWait
+	}
+	if p.LeaseTTL > 0 {
+		t.Lease = LeaseBucketConfig(p.LeaseTTL, max(p.Replicas, 1))
 	}
 	return t, nil
 }
@@ -111,7 +119,28 @@ func ApplyStreams(ctx context.Context, js jetstream.JetStream, t Topology) error
 			return fmt.Errorf("apply stream %s: %w", sc.Name, err)
 		}
 	}
+	if t.Lease.Bucket != "" {
+		if err := retryTransient(ctx, func() error { return applyBucket(ctx, js, t.Lease) }); err != nil {
+			return fmt.Errorf("apply KV bucket %s: %w", t.Lease.Bucket, err)
+		}
+	}
 	return nil
+}
+
+// applyBucket creates the KV bucket kc, or updates it when its TTL,
+// replicas or history differ.
+func applyBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig) error {
+	st, err := js.Stream(ctx, "KV_"+kc.Bucket)
+	if err == nil {
+		got := st.CachedInfo().Config
+		if got.MaxAge == kc.TTL && got.MaxMsgsPerSubject == int64(kc.History) && got.Replicas == kc.Replicas {
+			return nil
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return err
+	}
+	_, err = js.CreateOrUpdateKeyValue(ctx, kc)
+	return err
 }
 
 // applyStream creates sc, or updates it only when a setting Flotilla
@@ -212,4 +241,14 @@ func retryTransient(ctx context.Context, fn func() error) error {
 		}
 	}
 	return err
+}
+
+// LeaseBucketConfig is the KV bucket of beat's leader lease: one key,
+// history 1, and ttl as the bucket's max age (a lease expires ttl after
+// its last renewal).
+func LeaseBucketConfig(ttl time.Duration, replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket: wire.LeaseBucket, Description: "Flotilla beat leader lease", History: 1,
+		TTL: ttl, Replicas: replicas, Storage: jetstream.FileStorage,
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -97,4 +99,44 @@ func Queues(ctx context.Context, js jetstream.JetStream) ([]QueueInfo, error) {
 			Redelivered: ci.NumRedelivered, Waiting: ci.NumWaiting})
 	}
 	return out, l.Err()
+}
+
+// Orphan is a queue whose tasks wait in TASKS with no consumer to take them.
+type Orphan struct {
+	Queue string
+	Tasks uint64
+}
+
+// Orphans lists the queues of TASKS that hold tasks but have no consumer
+// q-<queue>: tasks enqueued for a queue no worker serves, waiting forever.
+func Orphans(ctx context.Context, js jetstream.JetStream) ([]Orphan, error) {
+	s, err := js.Stream(ctx, wire.StreamTasks)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(wire.TaskSubject("*", ">")))
+	if err != nil {
+		return nil, err
+	}
+	served := map[string]bool{}
+	names := s.ConsumerNames(ctx)
+	for n := range names.Name() {
+		if q, ok := wire.QueueOfConsumer(n); ok {
+			served[q] = true
+		}
+	}
+	if err := names.Err(); err != nil {
+		return nil, err
+	}
+	byQueue := map[string]uint64{}
+	for subject, n := range info.State.Subjects {
+		if q, _, ok := wire.ParseTaskSubject(subject); ok && !served[q] {
+			byQueue[q] += n
+		}
+	}
+	out := make([]Orphan, 0, len(byQueue))
+	for _, q := range slices.Sorted(maps.Keys(byQueue)) {
+		out = append(out, Orphan{Queue: q, Tasks: byQueue[q]})
+	}
+	return out, nil
 }

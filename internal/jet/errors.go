@@ -3,6 +3,7 @@ package jet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -43,14 +44,24 @@ func IsMsgTooLarge(err error) bool {
 	return ok && code == jetstream.JSErrCodeStreamMessageExceedsMaximum
 }
 
+// gone reports whether a message-delete failure says the sequence holds no
+// message (deleted before, or beyond the stream's end).
+func gone(desc string) bool {
+	return strings.Contains(desc, "EOF") || strings.Contains(desc, "not found") || strings.Contains(desc, "no message")
+}
+
 // isNoMessage reports whether a get or delete found no message at its sequence.
 func isNoMessage(err error) bool {
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return true
 	}
-	code, desc, ok := apiCode(err)
-	return ok && (code == jetstream.JSErrCodeMessageNotFound ||
-		code == codeMsgDeleteFailed && (strings.Contains(desc, "EOF") || strings.Contains(desc, "not found") || strings.Contains(desc, "no message")))
+	if code, desc, ok := apiCode(err); ok {
+		return code == jetstream.JSErrCodeMessageNotFound || code == codeMsgDeleteFailed && gone(desc)
+	}
+	// DeleteMsg wraps the API error into ErrMsgDeleteUnsuccessful as text
+	// only, so the code is read from it.
+	return errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) &&
+		strings.Contains(err.Error(), fmt.Sprintf("err_code=%d", codeMsgDeleteFailed)) && gone(err.Error())
 }
 
 // PublishUnconfirmed reports whether a publish went out but its

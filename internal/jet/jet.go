@@ -17,13 +17,17 @@ import (
 )
 
 // Connect dials url (comma-separated servers) and returns the connection and
-// its JetStream context. It reconnects forever once connected.
-func Connect(ctx context.Context, url, name string) (*nats.Conn, jetstream.JetStream, error) {
+// its JetStream context. It reconnects forever once connected. inboxPrefix,
+// when set, replaces _INBOX for replies (see config nats.inbox_prefix).
+func Connect(ctx context.Context, url, name, inboxPrefix string) (*nats.Conn, jetstream.JetStream, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(false),
+	}
+	if inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(inboxPrefix))
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		opts = append(opts, nats.Timeout(time.Until(dl)))

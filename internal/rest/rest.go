@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -77,6 +79,8 @@ func Translate(err error) *HTTPError {
 	switch {
 	case errors.As(err, &fe):
 		return NewError(http.StatusBadRequest, "invalid_field", fe.Field, err.Error())
+	case errors.Is(err, client.ErrUnknownQueue):
+		return NewError(http.StatusUnprocessableEntity, "unknown_queue", "queue", err.Error())
 	case errors.Is(err, task.ErrUnknownTask):
 		return NewError(http.StatusNotFound, "unknown_task", "task", err.Error())
 	case errors.Is(err, results.ErrNotFound):
@@ -247,11 +251,23 @@ func NewEcho(log zerolog.Logger) *echo.Echo {
 	return e
 }
 
-// Serve runs e on addr until ctx is done, then shuts it down within timeout.
-func Serve(ctx context.Context, e *echo.Echo, addr string, timeout time.Duration) error {
-	srv := &http.Server{Addr: addr, Handler: e, ReadHeaderTimeout: 10 * time.Second}
+// Listen binds addr for [Serve]; the error says which address is taken.
+func Listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("listen on %s: the address is already in use (another process listens there; stop it or choose another address)", addr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// Serve runs e on ln until ctx is done, then shuts it down within timeout.
+func Serve(ctx context.Context, e *echo.Echo, ln net.Listener, timeout time.Duration) error {
+	srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
 		return err

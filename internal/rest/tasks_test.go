@@ -36,7 +36,7 @@ type routes struct {
 func setupRoutes(t *testing.T, p jet.TopologyParams) *routes {
 	t.Helper()
 	ns := jettest.Server(t)
-	nc, js, err := jet.Connect(t.Context(), ns.ClientURL(), "rest-test")
+	nc, js, err := jet.Connect(t.Context(), ns.ClientURL(), "rest-test", "")
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	top, err := jet.LoadTopology(p)

@@ -366,3 +366,32 @@ func TestOpen(t *testing.T) {
 		})
 	}
 }
+
+// TestUnavailable: every command against a Redis that is not there fails
+// fast with an error matching ErrUnavailable (never ErrNotFound), so
+// callers answer "retry later".
+func TestUnavailable(t *testing.T) {
+	t.Parallel()
+	rdb, err := results.Dial("redis://127.0.0.1:1/0")
+	require.NoError(t, err)
+	defer rdb.Close()
+	s := results.New(rdb, results.Config{Prefix: "x"})
+	defer s.Close()
+	ctx := t.Context()
+	start := time.Now()
+	for name, err := range map[string]error{
+		"set":        s.Set(ctx, "a", results.Update{State: "PENDING"}),
+		"set many":   s.SetMany(ctx, []string{"a"}, []results.Update{{State: "PENDING"}}),
+		"set absent": s.SetIfAbsent(ctx, "a", results.Update{State: "PENDING"}),
+		"get":        func() error { _, err := s.Get(ctx, "a"); return err }(),
+		"delete":     s.Delete(ctx, "a"),
+		"claim":      func() error { _, err := s.ClaimIdempotencyKey(ctx, "k", "a", time.Minute); return err }(),
+		"release":    s.ReleaseIdempotencyKey(ctx, "k", "a"),
+		"mark":       s.MarkUnconfirmed(ctx, "a"),
+		"unmark":     s.ClearUnconfirmed(ctx, "a"),
+	} {
+		require.ErrorIs(t, err, results.ErrUnavailable, name)
+		require.NotErrorIs(t, err, results.ErrNotFound, name)
+	}
+	require.Less(t, time.Since(start), 5*time.Second)
+}

@@ -38,8 +38,13 @@ const (
 // DefaultCatchUpMax caps catch-up when a schedule sets none.
 const DefaultCatchUpMax = 100
 
-// MinInterval is the shortest interval a schedule may have.
+// MinInterval is the shortest interval a schedule may have (also the
+// shortest "@every" of a cron expression).
 const MinInterval = time.Second
+
+// MaxCatchUp caps catch_up_max: a catch-up fires at most this many missed
+// ticks of one schedule at once.
+const MaxCatchUp = 10_000
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration string.
 type Duration time.Duration
@@ -170,6 +175,11 @@ func (s *Schedule) Validate() error {
 			add("cron", "set the time zone with the timezone field, not in the expression")
 		} else if _, err := parser.Parse(s.Cron); err != nil {
 			add("cron", "%q: %v", s.Cron, err)
+		} else if every, ok := strings.CutPrefix(strings.TrimSpace(s.Cron), "@every "); ok {
+			// robfig/cron turns a negative or sub-second @every into 1s.
+			if d, err := time.ParseDuration(strings.TrimSpace(every)); err != nil || d < MinInterval {
+				add("cron", "%q: @every needs a duration of at least %s", s.Cron, MinInterval)
+			}
 		}
 	}
 	switch s.Misfire {
@@ -177,8 +187,8 @@ func (s *Schedule) Validate() error {
 	default:
 		add("misfire", "%q is not one of skip, once, catch_up", s.Misfire)
 	}
-	if s.CatchUpMax < 0 {
-		add("catch_up_max", "must not be negative")
+	if s.CatchUpMax < 0 || s.CatchUpMax > MaxCatchUp {
+		add("catch_up_max", "must be from 0 to %d, got %d", MaxCatchUp, s.CatchUpMax)
 	}
 	if s.Spread < 0 {
 		add("spread", "must not be negative")

@@ -121,6 +121,14 @@ func TestDeadLettersAndQueues(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	// Deleting it again, or a sequence never used, is 404.
+	for _, seq := range []uint64{list.Dead[0].Seq, 99999} {
+		req, _ := http.NewRequest(http.MethodDelete, fmt.Sprintf("%s/api/v1/dead/%d", srv.URL, seq), nil)
+		resp, err = http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	}
 	require.Equal(t, 200, getJSON(t, srv.URL+"/api/v1/dead", &list))
 	require.Empty(t, list.Dead)
 	require.Equal(t, 400, getJSON(t, srv.URL+"/api/v1/dead?limit=0", nil))

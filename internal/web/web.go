@@ -5,6 +5,7 @@ package web
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"time"
 
@@ -40,6 +41,8 @@ type Config struct {
 	BeatLeader func(ctx context.Context) (string, error)
 	// Metrics is the role's registry, served on /metrics; nil = a new one.
 	Metrics *prometheus.Registry
+	// Listener, when set, is Addr bound already (Run binds Addr otherwise).
+	Listener net.Listener
 	// RequestTimeout bounds every request (see rest.NewRole); 0 = none.
 	RequestTimeout time.Duration
 	// Auth is auth.AuthNone (the default) or auth.AuthToken: every
@@ -96,5 +99,12 @@ func (s *Server) Handler() *echo.Echo { return s.echo }
 
 // Run serves until ctx is done, then shuts down gracefully.
 func (s *Server) Run(ctx context.Context) error {
-	return rest.Serve(ctx, s.echo, s.cfg.Addr, s.cfg.ShutdownTimeout)
+	ln := s.cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = rest.Listen(s.cfg.Addr); err != nil {
+			return err
+		}
+	}
+	return rest.Serve(ctx, s.echo, ln, s.cfg.ShutdownTimeout)
 }

@@ -107,6 +107,7 @@ func TestReadmeDocumentsTheWireFormat(t *testing.T) {
 		wire.DelayedSubject("<id>"), wire.DueSubject("<id>"), wire.DueFilter,
 		wire.EventSubject("<kind>", "<queue>", "<task>"), wire.DeadSubject("<queue>", "<task>"),
 		wire.ExecSubject("<task>"), wire.OriginBeat("<schedule>"), "beat:<schedule>:<unix fire time>",
+		wire.NotifyPrefix("_INBOX_<who>") + "<token>",
 		wire.RequeueMsgID("<id>", 0)[:len("<id>:requeue:")] + "<seq>",
 	} {
 		documented("subject or id", v)

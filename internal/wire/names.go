@@ -141,3 +141,40 @@ func OriginBeat(schedule string) string { return originBeat + schedule }
 func BeatMsgID(schedule string, t time.Time) string {
 	return "beat:" + schedule + ":" + strconv.FormatInt(t.Unix(), 10)
 }
+
+// notifyPrefix starts every notify subject (header Flotilla-Notify):
+// flotilla.notify.<who>.<...>, a namespace of its own so that workers,
+// which publish final states there, never need to publish into an inbox.
+const notifyPrefix = "flotilla.notify."
+
+// NotifyPrefix is the prefix of the notify subjects of a producer whose
+// connection uses inboxPrefix: flotilla.notify.<who>. with who its inbox
+// prefix without "_INBOX_" (web, api, admin, client; "default" for a plain
+// _INBOX). Its NATS user may subscribe there and nowhere else.
+func NotifyPrefix(inboxPrefix string) string {
+	who := strings.TrimPrefix(strings.TrimPrefix(inboxPrefix, "_INBOX"), "_")
+	if who == "" {
+		who = "default"
+	}
+	return notifyPrefix + who + "."
+}
+
+// ValidNotify reports whether subject may receive a task's final state: a
+// subject under flotilla.notify.<who>. with at least one more token and no
+// wildcards or empty tokens. Workers publish to nothing else.
+func ValidNotify(subject string) bool {
+	rest, ok := strings.CutPrefix(subject, notifyPrefix)
+	if !ok || len(subject) > 255 {
+		return false
+	}
+	tokens := strings.Split(rest, ".")
+	if len(tokens) < 2 {
+		return false
+	}
+	for _, t := range tokens {
+		if t == "" || strings.ContainsAny(t, "*> \t\r\n") {
+			return false
+		}
+	}
+	return true
+}

@@ -179,3 +179,16 @@ func TestBeatMsgID(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, "beat:cache.refresh:1767225600", wire.BeatMsgID("cache.refresh", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)))
 }
+
+func TestNotifySubjects(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "flotilla.notify.web.", wire.NotifyPrefix("_INBOX_web"))
+	require.Equal(t, "flotilla.notify.default.", wire.NotifyPrefix("_INBOX"))
+	for _, ok := range []string{"flotilla.notify.web.abc.tok", wire.NotifyPrefix("_INBOX_api") + "x"} {
+		require.True(t, wire.ValidNotify(ok), ok)
+	}
+	for _, bad := range []string{"", "tasks.default.sys.echo", "_INBOX_web.abc", "flotilla.notify.web", "flotilla.notify.web.",
+		"flotilla.notify.*.x", "flotilla.notify.web.>", "flotilla.notify..x", "events.sent.default.x"} {
+		require.False(t, wire.ValidNotify(bad), bad)
+	}
+}

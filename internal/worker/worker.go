@@ -347,8 +347,17 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) 
 	h := m.Headers()
 	env, err := wire.DecodeTask(m.Subject(), h, m.Data())
 	env.Attempt = n
-	d := &delivery{msg: m, env: env, notify: h.Get(wire.HeaderNotify), start: w.cfg.Now()}
+	d := &delivery{msg: m, env: env, start: w.cfg.Now()}
 	d.log = attempt.Logger(w.log, env)
+	if notify := h.Get(wire.HeaderNotify); notify != "" {
+		if wire.ValidNotify(notify) {
+			d.notify = notify
+		} else {
+			// Only flotilla.notify.<who>. subjects: a producer cannot make a
+			// worker publish into an inbox or onto another stream.
+			w.holdLog.Warn().Str(logging.TaskID, env.ID).Str("notify", notify).Msg("ignoring Flotilla-Notify: not a flotilla.notify.<who>.<token> subject")
+		}
+	}
 	// In-progress acks flow from here until the delivery is acked, NAKed or
 	// terminated: while the handler runs, and while a final state waits
 	// for Redis.
