@@ -156,7 +156,7 @@ func TestShippedPermissions(t *testing.T) {
 	pool, err := store.Open(ctx, dbURL)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	token, _, err := store.New(pool).TokenCreate(ctx, "perm-test")
+	token, _, err := store.New(pool).TokenCreate(ctx, "perm-test", store.RoleAdmin)
 	require.NoError(t, err)
 
 	reg := task.NewRegistry()

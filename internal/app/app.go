@@ -217,11 +217,20 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 			Registry: reg, CheckRegistered: cfg.Tasks.CheckRegistered, Metrics: metrics, RequestTimeout: cfg.RequestTimeout,
 			Listener: ln,
 		}
-		if c.Pool != nil {
-			wcfg.Schedules = store.New(c.Pool)
-			wcfg.Verify = auth.StoreVerifier(store.New(c.Pool))
-		}
 		wcfg.Auth, wcfg.Failures = cfg.Web.Auth, failureLimit(cfg, c)
+		if c.Pool != nil {
+			st := store.New(c.Pool)
+			wcfg.Schedules, wcfg.Verify, wcfg.Audit = st, auth.StoreVerifier(st), st
+			if cfg.Web.Auth != auth.AuthNone && c.Redis != nil {
+				wcfg.Sessions = auth.NewSessions(auth.SessionConfig{
+					Redis: c.Redis, Prefix: cfg.Redis.Prefix, Idle: cfg.Web.SessionIdle, Max: cfg.Web.SessionMax,
+					Secure: cfg.Web.CookieSecure, Failures: wcfg.Failures,
+				}, st, log)
+			}
+		}
+		if cfg.Web.Auth == auth.AuthNone {
+			log.Warn().Msg("web.auth=none: AUTHENTICATION IS OFF — anyone who reaches web may do everything (development only; production runs with web.auth=required)")
+		}
 		wcfg.BeatLeader = func(ctx context.Context) (string, error) { return beat.Leader(ctx, c.JS) }
 		cl := NewClient(cfg, c, reg)
 		wcfg.Operator = operator{js: c.JS, cl: cl}
@@ -336,6 +345,10 @@ func WorkerConfig(cfg config.Config) worker.Config {
 func printBanner(w io.Writer, cfg config.Config, c *Conns) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nFlotilla dev is running (web, api, worker and beat on one embedded NATS server)\n")
+	if cfg.Web.Auth == auth.AuthNone || cfg.API.Auth == auth.AuthNone {
+		fmt.Fprintf(&b, "  !! AUTHENTICATION IS OFF (web.auth=%s, api.auth=%s): anyone who can reach these ports may do everything.\n", cfg.Web.Auth, cfg.API.Auth)
+		fmt.Fprintf(&b, "  !! Fine on a laptop; never expose dev. Create accounts with `flotilla user add NAME --role admin`.\n")
+	}
 	fmt.Fprintf(&b, "  web     http://%s   (tasks, schedules, queues, dead letters, /healthz, /readyz, /metrics)\n", hostPort(cfg.Web.Addr))
 	fmt.Fprintf(&b, "  api     http://%s   (POST /api/v1/exec/{task}: run a task and wait for its result)\n", hostPort(cfg.API.Addr))
 	fmt.Fprintf(&b, "  worker  http://%s/healthz   queues=%s concurrency=%d\n", hostPort(cfg.Worker.Addr), strings.Join(cfg.Worker.Queues, ","), cfg.Worker.Concurrency)

@@ -27,6 +27,7 @@ type Env struct {
 	Schedules []schedule.Schedule
 	// Middleware wraps every handler, outermost first.
 	Middleware []task.Middleware
+	Stdin      io.Reader
 	Stdout     io.Writer
 	Stderr     io.Writer
 }
@@ -53,6 +54,9 @@ func Run(ctx context.Context, env Env, args []string) error {
 	}
 	root := newRoot(env)
 	root.SetArgs(args)
+	if env.Stdin != nil {
+		root.SetIn(env.Stdin)
+	}
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
 	return root.ExecuteContext(ctx)
@@ -92,6 +96,8 @@ func newRoot(env Env) *cobra.Command {
 		migrateCmd(env, rf),
 		scheduleCmd(env, rf),
 		tokenCmd(rf),
+		userCmd(rf),
+		auditCmd(rf),
 		configCmd(env, rf),
 		healthCmd(env, rf),
 		doctorCmd(env, rf),

@@ -152,9 +152,19 @@ type Auth struct {
 type Web struct {
 	// Addr is the HTTP listen address. Default :8080.
 	Addr string `koanf:"addr"`
-	// Auth is "none" or "token" (the api role's tokens). Default none in
-	// dev, token in production.
+	// Auth is "none" (development: everyone may do everything) or
+	// "required": every /api/v1 request needs a person's session (POST
+	// /api/v1/login) or an API token. "token" is an older name of
+	// "required". Default none in dev, required in production.
 	Auth string `koanf:"auth"`
+	// SessionIdle ends a session without requests for this long. Default 30m.
+	SessionIdle time.Duration `koanf:"session_idle"`
+	// SessionMax ends a session this long after its login. Default 12h.
+	SessionMax time.Duration `koanf:"session_max"`
+	// CookieSecure marks the session cookie Secure (HTTPS only) even when
+	// web is reached over plain HTTP behind a TLS proxy; it is set anyway
+	// on requests that come over TLS. Default false.
+	CookieSecure bool `koanf:"cookie_secure"`
 }
 
 // API configures the kernel API role.

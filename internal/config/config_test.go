@@ -96,7 +96,7 @@ func TestLoadDefaultsWorker(t *testing.T) {
 			ExpiresMax:      30 * 24 * time.Hour,
 		},
 		Auth:   Auth{FailLimit: 10, FailWindow: time.Minute},
-		Web:    Web{Addr: ":8080", Auth: "token"},
+		Web:    Web{Addr: ":8080", Auth: "required", SessionIdle: 30 * time.Minute, SessionMax: 12 * time.Hour},
 		API:    API{Addr: ":8081", Exec: "remote", ExecTimeoutMax: 5 * time.Minute, Auth: "token", RateLimit: 1000, RateWindow: time.Second},
 		Worker: Worker{Addr: ":8082", Queues: []string{"default"}, Concurrency: 64, Name: cfg.Worker.Name, Sync: true, SyncConcurrency: 8},
 		Beat:   Beat{Addr: ":8083", LeaseTTL: 10 * time.Second, Grace: 30 * time.Second, Resync: 30 * time.Second, PublishMode: "async", MaxPending: 4096},

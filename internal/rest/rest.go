@@ -279,3 +279,17 @@ func Serve(ctx context.Context, e *echo.Echo, ln net.Listener, timeout time.Dura
 	<-errc
 	return err
 }
+
+// Guard returns the route middleware that lets only principals of role
+// need use a route, and records the state-changing action it performs
+// (action "" records nothing). The web and api roles build it from package
+// auth and the audit log; nil guards nothing.
+type Guard func(action, need string) []echo.MiddlewareFunc
+
+// Use returns g(action, need), or nothing when g is nil.
+func (g Guard) Use(action, need string) []echo.MiddlewareFunc {
+	if g == nil {
+		return nil
+	}
+	return g(action, need)
+}

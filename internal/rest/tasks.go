@@ -15,6 +15,7 @@ import (
 
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/results"
+	"github.com/flotilla/flotilla/internal/store"
 )
 
 // Enqueuer is what the task endpoints need from the client.
@@ -31,6 +32,8 @@ type TaskRoutes struct {
 	// Origin is recorded on enqueued tasks: "web" or "api".
 	Origin string
 	Now    func() time.Time
+	// Guard decides who may enqueue (operator) and read (viewer).
+	Guard Guard
 }
 
 // Mount adds the routes to g (the /api/v1 group).
@@ -38,8 +41,8 @@ func (r TaskRoutes) Mount(g *echo.Group) {
 	if r.Now == nil {
 		r.Now = time.Now
 	}
-	g.POST("/tasks", r.enqueue)
-	g.GET("/tasks/:id", r.get)
+	g.POST("/tasks", r.enqueue, r.Guard.Use("", store.RoleOperator)...)
+	g.GET("/tasks/:id", r.get, r.Guard.Use("", store.RoleViewer)...)
 }
 
 // ReadBody reads at most limit bytes of the request body: a larger body is 413.
