@@ -119,6 +119,8 @@ func fromReply(name string, r wire.ExecReply) (Result, error) {
 			e.Status, e.Code = http.StatusGatewayTimeout, "timeout"
 		case wire.CodeBadRequest:
 			e.Status, e.Code = http.StatusBadRequest, "invalid_field"
+		case wire.CodeCancelled:
+			e.Status, e.Code = http.StatusConflict, "cancelled"
 		default:
 			e.Status, e.Code = http.StatusUnprocessableEntity, "handler_error"
 		}

@@ -28,9 +28,12 @@ import (
 	"github.com/flotilla/flotilla/internal/beat"
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/config"
+	"github.com/flotilla/flotilla/internal/fleet"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/logging"
+	"github.com/flotilla/flotilla/internal/queues"
 	"github.com/flotilla/flotilla/internal/rest"
+	"github.com/flotilla/flotilla/internal/revoke"
 	"github.com/flotilla/flotilla/internal/schedule"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
@@ -51,6 +54,8 @@ type Options struct {
 	// Middleware wraps every handler, outermost first, wherever it runs
 	// (queue workers, sync execution, api.exec=local).
 	Middleware []task.Middleware
+	// Version of the binary, shown in the workers list.
+	Version string
 }
 
 // Run runs role ("web", "api", "worker" or "dev") until ctx is done.
@@ -234,9 +239,17 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 		wcfg.BeatLeader = func(ctx context.Context) (string, error) { return beat.Leader(ctx, c.JS) }
 		cl := NewClient(cfg, c, reg)
 		wcfg.Operator = operator{js: c.JS, cl: cl}
+		qs := queues.New(c.JS)
+		wcfg.Queues, wcfg.Workers = qs, fleet.Reader{JS: c.JS}
+		if c.Results != nil {
+			wcfg.Canceller = revoke.New(c.JS, c.Results, jet.NewEvents(c.NC, cfg.Tasks.Events))
+		}
 		s := web.New(wcfg, cl, checks(c, true), log)
 		log.Info().Str("addr", cfg.Web.Addr).Msg("web listening")
-		return s.Run, nil
+		return func(ctx context.Context) error {
+			go qs.Run(ctx)
+			return s.Run(ctx)
+		}, nil
 	case config.RoleAPI:
 		acfg := api.Config{Addr: cfg.API.Addr, MaxBodyBytes: cfg.Tasks.MaxBodyBytes, ShutdownTimeout: cfg.ShutdownTimeout,
 			Exec: Executor(cfg, c, reg, opts.Middleware, metrics, log), ExecTimeout: cfg.API.ExecTimeout, ExecTimeoutMax: cfg.API.ExecTimeoutMax,
@@ -257,7 +270,7 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 			}
 		}
 		wc := WorkerConfig(cfg)
-		wc.Middleware, wc.Metrics = opts.Middleware, metrics
+		wc.Middleware, wc.Metrics, wc.Version = opts.Middleware, metrics, opts.Version
 		w := worker.New(c.NC, c.JS, reg, c.Results, log, wc)
 		return withHealth(w.Run, "worker", ln, cfg, checks(c, false), nil, metrics, log), nil
 	case config.RoleBeat:
@@ -377,20 +390,12 @@ func hostPort(addr string) string {
 	return addr
 }
 
-func portOf(addr string) string {
-	if i := strings.LastIndex(addr, ":"); i >= 0 {
-		return addr[i:]
-	}
-	return addr
-}
-
 // operator serves web's queue and dead-letter endpoints.
 type operator struct {
 	js jetstream.JetStream
 	cl *client.Client
 }
 
-func (o operator) Queues(ctx context.Context) ([]jet.QueueInfo, error) { return jet.Queues(ctx, o.js) }
 func (o operator) Dead(ctx context.Context, limit int) ([]wire.DeadLetter, error) {
 	return jet.ListDead(ctx, o.js, limit)
 }

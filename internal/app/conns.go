@@ -139,6 +139,7 @@ func TopologyParams(cfg config.Config) jet.TopologyParams {
 	return jet.TopologyParams{
 		Replicas: cfg.NATS.Replicas, TaskMaxMsgs: cfg.NATS.TaskStreamMaxMsgs,
 		TaskMaxBytes: cfg.NATS.TaskStreamMaxBytes, AckWait: cfg.NATS.AckWait, LeaseTTL: cfg.Beat.LeaseTTL,
+		CancelTTL: cfg.Tasks.CancelTTL,
 	}
 }
 

@@ -24,6 +24,12 @@ import (
 	"github.com/flotilla/flotilla/internal/wire"
 )
 
+// CancelGrace is how long a handler whose task was cancelled (its context's
+// cause is task.ErrCancelled) may take to return before its attempt is
+// finished without it, when Grace is longer: a cancel takes effect within
+// a second.
+const CancelGrace = 500 * time.Millisecond
+
 // DefaultGrace is how long a handler whose context ended may take to return
 // before its attempt is finished without it (tasks.timeout_grace).
 const DefaultGrace = 5 * time.Second
@@ -156,8 +162,14 @@ const (
 //   - the handler returned before its deadline: its result, or its error;
 //   - the deadline passed first: a [TimeoutError], even if the handler
 //     returns a result later within the grace period — the deadline is the
-//     contract.
+//     contract;
+//   - the task was cancelled (ctx's cause is task.ErrCancelled) and the
+//     handler returned an error: that error wrapped with
+//     task.ErrCancelled (a handler that finished its work anyway
+//     succeeds).
 //
+// A cancelled handler has [CancelGrace] instead of Grace when that is
+// shorter.
 // A handler that has not returned Grace after its context ended (deadline,
 // caller gone, shutdown) is abandoned: the attempt ends as a
 // [TimeoutError] (or the context's error) marked Abandoned, counted in
@@ -194,6 +206,9 @@ func (r *Runner) Run(ctx context.Context, def *task.Definition, env *task.Envelo
 		return o, true
 	}
 	if err != nil {
+		if errors.Is(context.Cause(hctx), task.ErrCancelled) && !errors.Is(err, task.ErrCancelled) {
+			err = fmt.Errorf("%w: %w", task.ErrCancelled, err)
+		}
 		o.Err, o.ErrorType = err, task.ErrorType(err)
 		return o, true
 	}
@@ -230,12 +245,17 @@ func (r *Runner) Exec(ctx context.Context, def *task.Definition, env *task.Envel
 		log.Debug().Dur("runtime", o.Runtime()).Msg("sync task succeeded")
 	} else {
 		reply.Code, reply.Error, reply.ErrorType = wire.CodeHandlerError, o.Err.Error(), o.ErrorType
-		if o.ErrorType == task.ErrorTypeTimeout {
-			reply.Code = wire.CodeTimeout
-		}
 		u.State, u.Error = task.StateFailure, reply.Error
 		ev.Kind, ev.Error, ev.ErrorType = wire.EventFailed, reply.Error, o.ErrorType
-		r.cfg.Metrics.Observe(env, OutcomeFailure, o.Runtime())
+		outcome := OutcomeFailure
+		switch o.ErrorType {
+		case task.ErrorTypeTimeout:
+			reply.Code = wire.CodeTimeout
+		case task.ErrorTypeCancelled:
+			reply.Code = wire.CodeCancelled
+			u.State, ev.Kind, outcome = task.StateCancelled, wire.EventCancelled, OutcomeCancelled
+		}
+		r.cfg.Metrics.Observe(env, outcome, o.Runtime())
 		LogFailure(log, o).Msg("sync task failed")
 	}
 	if r.cfg.Store != nil && !def.Options.NoResult && env.ID != "" {

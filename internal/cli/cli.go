@@ -89,7 +89,7 @@ func newRoot(env Env) *cobra.Command {
 		roleCmd(env, rf, config.RoleDev, "Run every role in one process on an embedded NATS server", nil),
 		roleCmd(env, rf, config.RoleWeb, "Run the web role (HTTP on :8080)", addrFlag("web.addr")),
 		roleCmd(env, rf, config.RoleAPI, "Run the kernel API role (HTTP on :8081)", addrFlag("api.addr")),
-		roleCmd(env, rf, config.RoleWorker, "Run a worker for some queues", workerFlags),
+		roleCmd(env, rf, config.RoleWorker, "Run a worker for some queues (worker ls: list the live workers)", workerFlags),
 		roleCmd(env, rf, config.RoleBeat, "Run the periodic scheduler (one replica leads, the others stand by)", addrFlag("beat.addr")),
 		streamsCmd(env, rf),
 		taskCmd(env, rf),
@@ -97,6 +97,7 @@ func newRoot(env Env) *cobra.Command {
 		scheduleCmd(env, rf),
 		tokenCmd(rf),
 		userCmd(rf),
+		queueCmd(rf),
 		auditCmd(rf),
 		configCmd(env, rf),
 		healthCmd(env, rf),
@@ -155,11 +156,14 @@ func roleCmd(env Env, rf *rootFlags, role, short string, add flagAdder) *cobra.C
 			if err != nil {
 				return err
 			}
-			return app.Run(cmd.Context(), cfg, app.Options{Registry: env.Registry, Stdout: env.Stdout, Schedules: env.Schedules, Middleware: env.Middleware})
+			return app.Run(cmd.Context(), cfg, app.Options{Registry: env.Registry, Stdout: env.Stdout, Schedules: env.Schedules, Middleware: env.Middleware, Version: Version})
 		},
 	}
 	if add != nil {
 		keys = add(cmd)
+	}
+	if role == config.RoleWorker {
+		cmd.AddCommand(workerLsCmd(rf))
 	}
 	if role == config.RoleDev {
 		cmd.Flags().StringSlice("queues", nil, "queues the dev worker consumes (worker.queues)")

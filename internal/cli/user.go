@@ -19,6 +19,7 @@ import (
 	"github.com/flotilla/flotilla/internal/auth"
 	"github.com/flotilla/flotilla/internal/config"
 	"github.com/flotilla/flotilla/internal/results"
+	"github.com/flotilla/flotilla/internal/revoke"
 	"github.com/flotilla/flotilla/internal/store"
 )
 
@@ -212,26 +213,36 @@ func endSessions(cmd *cobra.Command, rf *rootFlags, name string) {
 // system user who ran it; a failed write is reported on standard error.
 func cliAudit(cmd *cobra.Command, st *store.Store, action, target string, err error) {
 	result, status := "ok", 0
-	if err != nil {
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, results.ErrNotFound):
+		result = "not_found"
+	case errors.Is(err, store.ErrConflict):
+		result = "conflict"
+	case errors.Is(err, revoke.ErrFinished):
+		result = "finished"
+	default:
 		result = "error"
-		if errors.Is(err, store.ErrNotFound) {
-			result = "not_found"
-		} else if errors.Is(err, store.ErrConflict) {
-			result = "conflict"
-		}
 	}
-	actor := "unknown"
-	if u, uerr := user.Current(); uerr == nil {
-		actor = u.Username
-	}
-	if host, herr := os.Hostname(); herr == nil {
-		actor += "@" + host
-	}
+	actor := osActor()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), 5*time.Second)
 	defer cancel()
 	if aerr := st.AuditAdd(ctx, store.AuditEntry{Actor: actor, ActorKind: "cli", Action: action, Target: target, Result: result, Status: status}); aerr != nil {
 		fmt.Fprintf(cmd.ErrOrStderr(), "warning: audit entry not written: %v\n", aerr)
 	}
+}
+
+// osActor names whoever runs the CLI: the operating-system user at the
+// host.
+func osActor() string {
+	actor := "unknown"
+	if u, err := user.Current(); err == nil {
+		actor = u.Username
+	}
+	if host, err := os.Hostname(); err == nil {
+		actor += "@" + host
+	}
+	return actor
 }
 
 func auditCmd(rf *rootFlags) *cobra.Command {

@@ -310,7 +310,7 @@ func (c *Client) msg(p *Prepared, notify string) *nats.Msg {
 	if p.runAt.IsZero() {
 		return wire.NewTaskMsg(p.subject, p.env, p.msgID, notify)
 	}
-	return wire.NewTaskMsg(wire.DelayedSubject(p.env.ID), p.env, p.msgID, notify)
+	return wire.NewTaskMsg(wire.DelayedSubject(p.env.Queue, p.env.ID), p.env, p.msgID, notify)
 }
 
 func (c *Client) pubOpts(p *Prepared) []jetstream.PublishOpt {
@@ -323,7 +323,7 @@ func (c *Client) pubOpts(p *Prepared) []jetstream.PublishOpt {
 	if at.Before(p.runAt) {
 		at = at.Add(time.Second)
 	}
-	return []jetstream.PublishOpt{jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(wire.DueSubject(p.env.ID))}
+	return []jetstream.PublishOpt{jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(wire.DueSubject(p.env.Queue, p.env.ID))}
 }
 
 // Enqueue validates r, records the task as PENDING and publishes it. Errors:

@@ -121,6 +121,9 @@ type Tasks struct {
 	RetryBackoffMax time.Duration `koanf:"retry_backoff_max"`
 	// ResultTTL is how long states and results stay in Redis. Default 24h.
 	ResultTTL time.Duration `koanf:"result_ttl"`
+	// CancelTTL is how long a cancellation holds (the flotilla_cancel
+	// bucket's TTL). Default 720h.
+	CancelTTL time.Duration `koanf:"cancel_ttl"`
 	// Results turns result recording in Redis on or off. Default true.
 	Results bool `koanf:"results"`
 	// Events turns lifecycle events on the EVENTS stream on or off. Default true.

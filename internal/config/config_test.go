@@ -87,6 +87,7 @@ func TestLoadDefaultsWorker(t *testing.T) {
 			RetryBackoff:    time.Second,
 			RetryBackoffMax: 10 * time.Minute,
 			ResultTTL:       24 * time.Hour,
+			CancelTTL:       720 * time.Hour,
 			Results:         true,
 			Events:          true,
 			CheckRegistered: true,

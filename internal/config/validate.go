@@ -109,6 +109,7 @@ func (c Config) Validate() error {
 			c.Tasks.RetryBackoff, c.Tasks.RetryBackoffMax)
 	}
 	v.positive("tasks.result_ttl", c.Tasks.ResultTTL)
+	v.positive("tasks.cancel_ttl", c.Tasks.CancelTTL)
 
 	// roles
 	v.addr("web.addr", c.Web.Addr)

@@ -80,15 +80,34 @@ func (r TaskRoutes) enqueue(c echo.Context) error {
 // [client.EnqueueBody.Request].
 func ParseEnqueue(b []byte, now time.Time) (client.Request, error) {
 	var body client.EnqueueBody
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		return client.Request{}, bodyError(err)
-	}
-	if dec.More() {
-		return client.Request{}, NewError(http.StatusBadRequest, "bad_json", "", "body holds more than one JSON value")
+	if err := DecodeStrict(b, &body); err != nil {
+		return client.Request{}, err
 	}
 	return body.Request(now)
+}
+
+// DecodeStrict decodes the JSON object b into v: an unknown field, a value
+// of the wrong type or trailing data is a 400 naming the field.
+func DecodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return bodyError(err)
+	}
+	if dec.More() {
+		return NewError(http.StatusBadRequest, "bad_json", "", "body holds more than one JSON value")
+	}
+	return nil
+}
+
+// BindStrict reads c's body (at most limit bytes) into v with
+// [DecodeStrict]; an empty body leaves v as it is.
+func BindStrict(c echo.Context, limit int64, v any) error {
+	b, err := ReadBody(c, limit)
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return err
+	}
+	return DecodeStrict(b, v)
 }
 
 func bodyError(err error) error {

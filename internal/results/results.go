@@ -401,3 +401,34 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// cancelScript records CANCELLED on a task that has a state and is not
+// finished.
+var cancelScript = redis.NewScript(`local s = redis.call("HGET", KEYS[1], "state")
+if not s or s == "SUCCESS" or s == "FAILURE" or s == "EXPIRED" or s == "CANCELLED" then return 0 end
+redis.call("HSET", KEYS[1], "state", "CANCELLED", "error", ARGV[2], "finished_at", ARGV[3])
+redis.call("EXPIRE", KEYS[1], ARGV[1])
+return 1`)
+
+// Cancel records CANCELLED with reason as error for every task of ids that
+// has a state and is not finished, in one pipeline.
+func (s *Store) Cancel(ctx context.Context, ids []string, reason string, at time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	ttl, ts := int64(s.ttl/time.Second), at.UTC().Format(time.RFC3339Nano)
+	// Load the script once so that the pipeline can use EVALSHA.
+	if err := cancelScript.Load(ctx, s.rdb).Err(); err != nil {
+		return unavailable("cancel tasks", err)
+	}
+	for start := 0; start < len(ids); start += s.max {
+		pipe := s.rdb.Pipeline()
+		for _, id := range ids[start:min(start+s.max, len(ids))] {
+			cancelScript.EvalSha(ctx, pipe, []string{s.Key(id)}, ttl, reason, ts)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return unavailable("cancel tasks", err)
+		}
+	}
+	return nil
+}

@@ -11,15 +11,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/flotilla/flotilla/internal/auth"
 	"github.com/flotilla/flotilla/internal/client"
+	"github.com/flotilla/flotilla/internal/fleet"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/jet/jettest"
+	"github.com/flotilla/flotilla/internal/queues"
 	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/results/resultstest"
+	"github.com/flotilla/flotilla/internal/revoke"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/store/storetest"
 	"github.com/flotilla/flotilla/internal/systasks"
@@ -37,11 +41,16 @@ type accounts struct {
 	token map[string]string
 	// sessions is the web role's session store.
 	sessions *auth.Sessions
+	natsURL  string
+	js       jetstream.JetStream
+	rs       *results.Store
+	reg      *task.Registry
 }
 
 func newAccounts(t *testing.T) *accounts {
 	t.Helper()
-	nc, js := jettest.Connect(t, jettest.Server(t).ClientURL())
+	natsURL := jettest.Server(t).ClientURL()
+	nc, js := jettest.Connect(t, natsURL)
 	topo, err := jet.LoadTopology(jet.TopologyParams{})
 	require.NoError(t, err)
 	require.NoError(t, jet.ApplyStreams(t.Context(), js, topo))
@@ -53,7 +62,7 @@ func newAccounts(t *testing.T) *accounts {
 	systasks.Register(reg)
 	cl := client.New(nc, js, rs, client.Config{Registry: reg, CheckRegistered: true})
 	st := store.New(storetest.Pool(t))
-	a := &accounts{t: t, st: st, now: &atomic.Int64{}, token: map[string]string{}}
+	a := &accounts{t: t, st: st, now: &atomic.Int64{}, token: map[string]string{}, natsURL: natsURL, js: js, rs: rs, reg: reg}
 	a.now.Store(time.Now().Unix())
 	for name, role := range map[string]string{"ada": store.RoleAdmin, "oscar": store.RoleOperator, "vera": store.RoleViewer} {
 		hash, err := auth.HashPassword(name + "-secret")
@@ -72,6 +81,7 @@ func newAccounts(t *testing.T) *accounts {
 	srv := httptest.NewServer(web.New(web.Config{
 		MaxBodyBytes: 1 << 20, Schedules: st, Registry: reg, RequestTimeout: 5 * time.Second,
 		Auth: auth.AuthRequired, Verify: auth.StoreVerifier(st), Sessions: a.sessions, Failures: limit, Audit: st,
+		Queues: queues.New(js), Workers: fleet.Reader{JS: js}, Canceller: revoke.New(js, rs, jet.NewEvents(nc, true)),
 	}, cl, nil, zerolog.Nop()).Handler())
 	t.Cleanup(srv.Close)
 	a.url = srv.URL

@@ -18,15 +18,14 @@ import (
 	"github.com/flotilla/flotilla/internal/wire"
 )
 
-// Operator is what the queue and dead-letter endpoints need.
+// Operator is what the dead-letter endpoints need.
 type Operator interface {
-	Queues(ctx context.Context) ([]jet.QueueInfo, error)
 	Dead(ctx context.Context, limit int) ([]wire.DeadLetter, error)
 	Requeue(ctx context.Context, seq uint64) (client.Result, error)
 	DeleteDead(ctx context.Context, seq uint64) error
 }
 
-// OperatorRoutes mounts GET /api/v1/queues, GET /api/v1/dead,
+// OperatorRoutes mounts GET /api/v1/dead,
 // POST /api/v1/dead/:seq/requeue (operator) and DELETE /api/v1/dead/:seq
 // (admin).
 type OperatorRoutes struct {
@@ -37,16 +36,6 @@ type OperatorRoutes struct {
 // Mount adds the routes to g (the /api/v1 group).
 func (r OperatorRoutes) Mount(g *echo.Group) {
 	viewer := r.Guard.Use("", store.RoleViewer)
-	g.GET("/queues", func(c echo.Context) error {
-		qs, err := r.Op.Queues(c.Request().Context())
-		if err != nil {
-			return err
-		}
-		if qs == nil {
-			qs = []jet.QueueInfo{}
-		}
-		return c.JSON(http.StatusOK, map[string]any{"queues": qs})
-	}, viewer...)
 	g.GET("/dead", func(c echo.Context) error {
 		limit := 50
 		if v := c.QueryParam("limit"); v != "" {

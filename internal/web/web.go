@@ -55,6 +55,13 @@ type Config struct {
 	Verify   func(ctx context.Context, token string) (auth.Principal, error)
 	Sessions *auth.Sessions
 	Failures auth.FailureLimit
+	// Queues, when set, serves the queue endpoints, and Workers the worker
+	// endpoints (see [QueueRoutes]).
+	Queues  Queues
+	Workers Workers
+	// Canceller, when set, serves POST /api/v1/tasks/{id}/cancel and
+	// POST /api/v1/tasks/cancel (see [CancelRoutes]).
+	Canceller Canceller
 	// Audit, when set, keeps the audit log of state-changing management
 	// actions (served on GET /api/v1/audit to admins).
 	Audit AuditStore
@@ -104,6 +111,12 @@ func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *
 	}
 	if cfg.Operator != nil {
 		OperatorRoutes{Op: cfg.Operator, Guard: guard}.Mount(g)
+	}
+	if cfg.Queues != nil {
+		QueueRoutes{Queues: cfg.Queues, Workers: cfg.Workers, Canceller: cfg.Canceller, MaxBodyBytes: cfg.MaxBodyBytes, Guard: guard}.Mount(g)
+	}
+	if cfg.Canceller != nil {
+		CancelRoutes{Canceller: cfg.Canceller, MaxBodyBytes: cfg.MaxBodyBytes, Guard: guard}.Mount(g)
 	}
 	if cfg.BeatLeader != nil {
 		g.GET("/beat", func(c echo.Context) error {

@@ -26,10 +26,14 @@ const (
 	EventDead = "dead"
 	// EventExpired: the task arrived after its expiry and was not run.
 	EventExpired = "expired"
+	// EventCancelled: the task was cancelled (POST /api/v1/tasks/{id}/cancel
+	// or a bulk cancel) before it ran, or while it ran; it will not run
+	// (again).
+	EventCancelled = "cancelled"
 )
 
 // EventKinds lists every kind, in lifecycle order.
-var EventKinds = []string{EventSent, EventStarted, EventSucceeded, EventFailed, EventRetried, EventDead, EventExpired}
+var EventKinds = []string{EventSent, EventStarted, EventSucceeded, EventFailed, EventRetried, EventDead, EventExpired, EventCancelled}
 
 // Event is one lifecycle event of a task, published as JSON on
 // events.<kind>.<queue>.<task> and kept 24 h in the EVENTS stream:

@@ -26,6 +26,7 @@ import (
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/logging"
 	"github.com/flotilla/flotilla/internal/results"
+	"github.com/flotilla/flotilla/internal/revoke"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/wire"
 )
@@ -43,6 +44,8 @@ type Config struct {
 	Prefetch int
 	// Name identifies this worker in task states and events.
 	Name string
+	// Version of the binary, announced with the worker.
+	Version string
 	// MaxRetries is the default retry budget.
 	MaxRetries int
 	// Timeout is the default per-attempt timeout; Grace how long a handler
@@ -84,6 +87,9 @@ type Worker struct {
 	events  *jet.Events
 	metrics *attempt.Metrics
 	runner  *attempt.Runner
+	running *running
+	// cancels is set by Run before the queues are consumed.
+	cancels *revoke.Set
 }
 
 // New returns a worker. store may be nil when results are turned off.
@@ -123,6 +129,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, reg *task.Registry, store *resul
 		nc: nc, js: js, reg: reg, store: store, cfg: cfg, log: log,
 		events:  jet.NewEvents(nc, cfg.Events),
 		metrics: attempt.NewMetrics(cfg.Metrics),
+		running: newRunning(),
 	}
 	w.held = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "flotilla_tasks_held",
@@ -238,6 +245,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	// SIGTERM lets in-flight tasks finish.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	// Every cancellation is known before the first task arrives.
+	cancels, err := revoke.Watch(workCtx, w.js, w.log, func(id string) { w.running.cancel(id) })
+	if err != nil {
+		return err
+	}
+	w.cancels = cancels
+	ann, err := w.announce(workCtx)
+	if err != nil {
+		return err
+	}
+	defer ann.close()
 	stopping := make(chan struct{})
 	var handlers sync.WaitGroup
 	stopAll := func() {
@@ -391,6 +409,10 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) 
 		w.dead(ctx, d, fmt.Sprintf("delivered %d times, over its budget of %d retries (a worker may have died while running it)", n, env.MaxRetries))
 		return true
 	}
+	if w.cancels.Has(env.ID) {
+		w.cancelled(ctx, d, attempt.Outcome{})
+		return true
+	}
 	if d.record {
 		w.store.SetAsync(env.ID, results.Update{
 			Task: env.Name, Queue: env.Queue, State: task.StateStarted, StartedAt: d.start,
@@ -400,7 +422,14 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) 
 	w.event(d, wire.EventStarted, nil)
 	d.log.Debug().Msg("task started")
 
-	o, ok := w.runner.Run(ctx, def, env, d.log, func(o attempt.Outcome) {
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	rn := w.running.add(env, d.start, cancel)
+	if w.cancels.Has(env.ID) {
+		cancel(task.ErrCancelled) // cancelled between the check above and add
+	}
+	o, ok := w.runner.Run(rctx, def, env, d.log, func(o attempt.Outcome) {
+		w.running.remove(rn, true)
 		w.fail(ctx, d, o)
 		progress.Stop()
 		replaced()
@@ -408,6 +437,7 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) 
 	if !ok {
 		return false
 	}
+	w.running.remove(rn, o.Err != nil)
 	if o.Err == nil {
 		w.succeed(ctx, d, o)
 	} else {
@@ -507,6 +537,10 @@ func (w *Worker) succeed(ctx context.Context, d *delivery, o attempt.Outcome) {
 }
 
 func (w *Worker) fail(ctx context.Context, d *delivery, o attempt.Outcome) {
+	if o.ErrorType == task.ErrorTypeCancelled {
+		w.cancelled(ctx, d, o)
+		return
+	}
 	msg := o.Err.Error()
 	w.event(d, wire.EventFailed, &o)
 	if task.IsPermanent(o.Err) || d.env.Attempt > d.env.MaxRetries {
@@ -574,6 +608,40 @@ func (w *Worker) dead(ctx context.Context, d *delivery, reason string) {
 	w.events.Emit(&ev)
 	w.notify(d, task.StateFailure, nil, reason, now)
 	d.log.Error().Str("reason", reason).Msg("task dead-lettered")
+}
+
+// cancelled ends d's task as CANCELLED: it arrived cancelled (o is zero)
+// or its attempt o was cancelled while it ran. The task is terminated,
+// never retried.
+func (w *Worker) cancelled(ctx context.Context, d *delivery, o attempt.Outcome) {
+	env := d.env
+	now := w.cfg.Now()
+	if d.record {
+		u := results.Update{Task: env.Name, Queue: env.Queue, State: task.StateCancelled, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
+		if o.Err != nil {
+			u.Error = o.Err.Error()
+		}
+		if !w.record(ctx, d, u) {
+			d.log.Error().Msg("cancelled state not recorded before shutdown; task will be redelivered (and dropped then)")
+			_ = d.msg.NakWithDelay(time.Second)
+			return
+		}
+	}
+	_ = d.msg.TermWithReason("cancelled")
+	w.metrics.Observe(env, attempt.OutcomeCancelled, o.Runtime())
+	var ev wire.Event
+	if o.Err != nil {
+		ev = w.newEvent(d, wire.EventCancelled, &o)
+	} else {
+		ev = w.newEvent(d, wire.EventCancelled, nil)
+	}
+	w.events.Emit(&ev)
+	w.notify(d, task.StateCancelled, nil, "cancelled", now)
+	if o.Err != nil {
+		d.log.Info().Dur("runtime", o.Runtime()).Bool("abandoned", o.Abandoned).Msg("task cancelled while it ran; not retried")
+	} else {
+		d.log.Info().Msg("task cancelled; not run")
+	}
 }
 
 func (w *Worker) expire(ctx context.Context, d *delivery) {
