@@ -248,6 +248,9 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 		log.Info().Str("addr", cfg.Web.Addr).Msg("web listening")
 		return func(ctx context.Context) error {
 			go qs.Run(ctx)
+			if c.Results != nil {
+				go c.Results.TrimEvery(ctx, time.Minute)
+			}
 			return s.Run(ctx)
 		}, nil
 	case config.RoleAPI:

@@ -100,7 +100,7 @@ func Open(ctx context.Context, cfg config.Config, n Needs) (_ *Conns, err error)
 			return c, err
 		}
 		if cfg.Tasks.Results {
-			c.Results = results.New(c.Redis, results.Config{Prefix: cfg.Redis.Prefix, TTL: cfg.Tasks.ResultTTL, ErrorFunc: n.ResultErrors})
+			c.Results = results.New(c.Redis, results.Config{Prefix: cfg.Redis.Prefix, TTL: cfg.Tasks.ResultTTL, ErrorFunc: n.ResultErrors, NoIndex: !cfg.Tasks.Index})
 		}
 	}
 	if n.Postgres {

@@ -236,6 +236,7 @@ func (r *Runner) Exec(ctx context.Context, def *task.Definition, env *task.Envel
 	reply := wire.ExecReply{ID: env.ID, Worker: r.cfg.Worker, Started: o.Start, Finished: o.End, Result: o.Result}
 	u := results.Update{Task: env.Name, Queue: env.Queue, Attempts: env.Attempt, EnqueuedAt: env.EnqueuedAt,
 		StartedAt: o.Start, FinishedAt: o.End, Worker: r.cfg.Worker}
+	hist := &results.Attempt{Attempt: env.Attempt, Worker: r.cfg.Worker, StartedAt: o.Start, FinishedAt: o.End, Outcome: OutcomeSuccess}
 	ev := wire.Event{ID: env.ID, Task: env.Name, Queue: env.Queue, Time: o.End, Attempt: env.Attempt,
 		Origin: env.Origin, Worker: r.cfg.Worker, RuntimeS: o.Runtime().Seconds()}
 	if o.Err == nil {
@@ -256,8 +257,10 @@ func (r *Runner) Exec(ctx context.Context, def *task.Definition, env *task.Envel
 			u.State, ev.Kind, outcome = task.StateCancelled, wire.EventCancelled, OutcomeCancelled
 		}
 		r.cfg.Metrics.Observe(env, outcome, o.Runtime())
+		hist.Outcome, hist.Error, hist.ErrorType = outcome, reply.Error, o.ErrorType
 		LogFailure(log, o).Msg("sync task failed")
 	}
+	u.Attempt = hist
 	if r.cfg.Store != nil && !def.Options.NoResult && env.ID != "" {
 		// Queued before the reply goes out; the batching writer stores it
 		// within about a millisecond.

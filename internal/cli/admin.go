@@ -180,7 +180,7 @@ func taskCmd(env Env, rf *rootFlags) *cobra.Command {
 			return printJSON(cmd, st)
 		},
 	}
-	cmd.AddCommand(send, get, taskCancelCmd(rf))
+	cmd.AddCommand(send, get, taskCancelCmd(rf), taskLsCmd(env, rf))
 	return cmd
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -251,5 +252,81 @@ func workerLsCmd(rf *rootFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (with the running tasks' ids) instead of a table")
+	return cmd
+}
+
+// taskLsCmd is `flotilla task ls`: the task index, newest first.
+func taskLsCmd(env Env, rf *rootFlags) *cobra.Command {
+	var q results.Query
+	var since, until string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ls [--state S] [--task NAME] [--queue Q] [--since 1h|RFC3339] [--until …] [--limit N] [--cursor C]",
+		Short: "List recent tasks, newest first, from the task index",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, f := range []struct {
+				name, v string
+				to      *time.Time
+			}{{"since", since, &q.Since}, {"until", until, &q.Until}} {
+				if f.v == "" {
+					continue
+				}
+				t, err := time.Parse(time.RFC3339, f.v)
+				if err != nil {
+					d, derr := time.ParseDuration(f.v)
+					if derr != nil || d <= 0 {
+						return fmt.Errorf("--%s: %q is neither an RFC 3339 time nor a duration ago such as 1h", f.name, f.v)
+					}
+					t = time.Now().Add(-d)
+				}
+				*f.to = t
+			}
+			if q.State != "" && !slices.Contains(task.States, q.State) {
+				return fmt.Errorf("--state: %q is not one of %s", q.State, strings.Join(task.States, ", "))
+			}
+			if q.Limit < 1 || q.Limit > 1000 {
+				return fmt.Errorf("--limit: %d is not from 1 to 1000", q.Limit)
+			}
+			cfg, c, err := openCLI(cmd, rf, app.Needs{Redis: true})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			page, err := app.NewClient(cfg, c, env.Registry).Search(cmd.Context(), q)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd, page)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTASK\tQUEUE\tSTATE\tATTEMPTS\tENQUEUED\tFINISHED\tERROR")
+			for _, st := range page.Items {
+				errText := st.Error
+				if len(errText) > 60 {
+					errText = errText[:57] + "..."
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", st.ID, st.Task, st.Queue, st.State, st.Attempts,
+					timeOrDash(st.EnqueuedAt), timeOrDash(st.FinishedAt), errText)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if page.Next != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "more: --cursor %s\n", page.Next)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&q.State, "state", "", "PENDING, STARTED, RETRY, SUCCESS, FAILURE, EXPIRED or CANCELLED")
+	f.StringVar(&q.Task, "task", "", "task name")
+	f.StringVar(&q.Queue, "queue", "", "queue")
+	f.StringVar(&since, "since", "", "enqueued at or after: RFC 3339, or a duration ago such as 1h")
+	f.StringVar(&until, "until", "", "enqueued at or before: RFC 3339, or a duration ago")
+	f.IntVar(&q.Limit, "limit", 50, "page size, 1 to 1000")
+	f.StringVar(&q.Cursor, "cursor", "", "the next page (printed after a full page)")
+	f.BoolVar(&asJSON, "json", false, "print the page as JSON, with its next cursor")
 	return cmd
 }

@@ -74,6 +74,17 @@ func TestControlCommands(t *testing.T) {
 	require.ErrorContains(t, err, "--confirm metrics")
 	require.Equal(t, "purged queue metrics: 2 tasks cancelled\n", b.mustRun(t, "queue", "purge", "metrics", "--confirm", "metrics"))
 
+	var page struct {
+		Items []struct{ ID, State, Queue string }
+		Next  string
+	}
+	require.NoError(t, json.Unmarshal([]byte(b.mustRun(t, "task", "ls", "--json", "--state", "CANCELLED")), &page))
+	require.Len(t, page.Items, 4, "two report.daily, two metrics.collect")
+	require.Equal(t, "metrics", page.Items[0].Queue, "newest first")
+	require.Regexp(t, `(?m)^ID\s+TASK\s+QUEUE\s+STATE`, b.mustRun(t, "task", "ls", "--queue", "metrics", "--since", "1h"))
+	_, err = b.run(t, "task", "ls", "--state", "DONE")
+	require.ErrorContains(t, err, `--state: "DONE" is not one of`)
+
 	require.Equal(t, "[]\n", b.mustRun(t, "worker", "ls", "--json"))
 	require.Regexp(t, `^ID\s+HOST\s+PID`, b.mustRun(t, "worker", "ls"))
 

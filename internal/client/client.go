@@ -103,6 +103,8 @@ type Client struct {
 	muxPrefix string
 	mu        sync.Mutex
 	waiters   map[string]chan results.State
+
+	waits waits
 }
 
 // New returns a client. store may be nil when results are off.

@@ -121,6 +121,9 @@ type Tasks struct {
 	RetryBackoffMax time.Duration `koanf:"retry_backoff_max"`
 	// ResultTTL is how long states and results stay in Redis. Default 24h.
 	ResultTTL time.Duration `koanf:"result_ttl"`
+	// Index keeps the task index (GET /api/v1/tasks) and attempt
+	// histories in Redis. Default true.
+	Index bool `koanf:"index"`
 	// CancelTTL is how long a cancellation holds (the flotilla_cancel
 	// bucket's TTL). Default 720h.
 	CancelTTL time.Duration `koanf:"cancel_ttl"`

@@ -88,6 +88,7 @@ func TestLoadDefaultsWorker(t *testing.T) {
 			RetryBackoffMax: 10 * time.Minute,
 			ResultTTL:       24 * time.Hour,
 			CancelTTL:       720 * time.Hour,
+			Index:           true,
 			Results:         true,
 			Events:          true,
 			CheckRegistered: true,

@@ -196,6 +196,7 @@ func defaults(role string) map[string]any {
 		"tasks.retry_backoff_max": 10 * time.Minute,
 		"tasks.result_ttl":        24 * time.Hour,
 		"tasks.cancel_ttl":        720 * time.Hour,
+		"tasks.index":             true,
 		"tasks.results":           true,
 		"tasks.events":            true,
 		"tasks.check_registered":  true,

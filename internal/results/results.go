@@ -42,6 +42,9 @@ type State struct {
 	StartedAt  *time.Time      `json:"started_at"`
 	FinishedAt *time.Time      `json:"finished_at"`
 	Worker     string          `json:"worker"`
+	// History lists the attempts that ended, oldest first (unless
+	// Config.NoIndex).
+	History []Attempt `json:"history,omitempty"`
 	// Unconfirmed marks a task whose publish was not acknowledged: an
 	// enqueue retried with its idempotency key publishes it again.
 	Unconfirmed bool `json:"-"`
@@ -60,6 +63,9 @@ type Update struct {
 	Worker      string
 	// ClearError removes a previous attempt's error.
 	ClearError bool
+	// Attempt, when set, appends an ended attempt to the task's history
+	// (unless Config.NoIndex).
+	Attempt *Attempt
 }
 
 func (u Update) fields(id string) []any {
@@ -106,6 +112,11 @@ type Config struct {
 	// ErrorFunc, when set, hears about failed writes that nobody waits for
 	// (SetAsync): n is how many of them the failed pipeline held.
 	ErrorFunc func(err error, n int)
+	// NoIndex turns off the task index that [Store.Search] reads and each
+	// task's attempt history (tasks.index=false). The index needs one
+	// Redis (not a cluster): writes are a script that touches the index
+	// keys too.
+	NoIndex bool
 }
 
 // Store reads and writes task states. Close it to stop its writer.
@@ -115,6 +126,7 @@ type Store struct {
 	prefix  string
 	ttl     time.Duration
 	max     int
+	index   bool
 
 	ops chan *op
 	// mu guards closed: senders hold it for reading while they queue, so
@@ -127,9 +139,24 @@ type Store struct {
 }
 
 type op struct {
-	key    string
-	fields []any
-	done   chan error // nil = fire and forget
+	key      string
+	fields   []any
+	score    int64      // enqueued at, Unix ms; 0 = not in this update
+	attempts []string   // history entries to append, JSON
+	done     chan error // nil = fire and forget
+}
+
+// newOp is the write of u for task id.
+func (s *Store) newOp(id string, u Update, done chan error) *op {
+	o := &op{key: s.Key(id), fields: u.fields(id), done: done}
+	if !u.EnqueuedAt.IsZero() {
+		o.score = u.EnqueuedAt.UnixMilli()
+	}
+	if u.Attempt != nil {
+		b, _ := json.Marshal(u.Attempt)
+		o.attempts = []string{string(b)}
+	}
+	return o
 }
 
 // New returns a store using rdb and starts its batching writer.
@@ -141,7 +168,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 		cfg.TTL = 24 * time.Hour
 	}
 	s := &Store{
-		rdb: rdb, prefix: cfg.Prefix, ttl: cfg.TTL, max: cfg.MaxBatch, errFunc: cfg.ErrorFunc,
+		rdb: rdb, prefix: cfg.Prefix, ttl: cfg.TTL, max: cfg.MaxBatch, errFunc: cfg.ErrorFunc, index: !cfg.NoIndex,
 		ops: make(chan *op, 4096), stop: make(chan struct{}),
 	}
 	s.wg.Add(1)
@@ -183,7 +210,7 @@ func (s *Store) idemKey(k string) string { return s.prefix + ":idem:" + k }
 
 // Set writes u for task id and waits until Redis has it.
 func (s *Store) Set(ctx context.Context, id string, u Update) error {
-	o := &op{key: s.Key(id), fields: u.fields(id), done: make(chan error, 1)}
+	o := s.newOp(id, u, make(chan error, 1))
 	queued, err := s.queue(ctx, o)
 	if err != nil {
 		return err
@@ -203,7 +230,7 @@ func (s *Store) Set(ctx context.Context, id string, u Update) error {
 // applied in the order they were queued. After Close it writes directly
 // and waits (up to 10s), so a late write is not lost.
 func (s *Store) SetAsync(id string, u Update) {
-	o := &op{key: s.Key(id), fields: u.fields(id)}
+	o := s.newOp(id, u, nil)
 	if queued, _ := s.queue(context.Background(), o); !queued {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -221,6 +248,13 @@ return 1`)
 // SetIfAbsent writes u for task id only when no state is recorded for it,
 // and waits until Redis has it.
 func (s *Store) SetIfAbsent(ctx context.Context, id string, u Update) error {
+	if s.index {
+		err := s.exec(ctx, func(pipe redis.Pipeliner) { s.indexedWrite(ctx, pipe, s.newOp(id, u, nil), modeAbsent) })
+		if err != nil {
+			return unavailable("record task state", err)
+		}
+		return nil
+	}
 	args := append([]any{int64(s.ttl / time.Second)}, u.fields(id)...)
 	if err := setIfAbsent.Run(ctx, s.rdb, []string{s.Key(id)}, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return unavailable("record task state", err)
@@ -248,7 +282,7 @@ func (s *Store) ClearUnconfirmed(ctx context.Context, id string) error {
 func (s *Store) SetMany(ctx context.Context, ids []string, us []Update) error {
 	ops := make([]*op, len(ids))
 	for i, id := range ids {
-		ops[i] = &op{key: s.Key(id), fields: us[i].fields(id)}
+		ops[i] = s.newOp(id, us[i], nil)
 	}
 	return s.write(ctx, ops)
 }
@@ -261,20 +295,31 @@ func (s *Store) direct(ctx context.Context, o *op) error { return s.write(ctx, [
 // separate writes would have left the hash.
 func (s *Store) write(ctx context.Context, ops []*op) error {
 	keys := make([]string, 0, len(ops))
-	fields := make(map[string][]any, len(ops))
+	merged := make(map[string]*op, len(ops))
 	for _, o := range ops {
-		f, seen := fields[o.key]
+		m, seen := merged[o.key]
 		if !seen {
 			keys = append(keys, o.key)
+			m = &op{key: o.key}
+			merged[o.key] = m
 		}
-		fields[o.key] = append(f, o.fields...)
+		m.fields = append(m.fields, o.fields...)
+		m.attempts = append(m.attempts, o.attempts...)
+		if o.score != 0 && (m.score == 0 || o.score < m.score) {
+			m.score = o.score
+		}
 	}
-	pipe := s.rdb.Pipeline()
-	for _, k := range keys {
-		pipe.HSet(ctx, k, fields[k]...)
-		pipe.Expire(ctx, k, s.ttl)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	err := s.exec(ctx, func(pipe redis.Pipeliner) {
+		for _, k := range keys {
+			if s.index {
+				s.indexedWrite(ctx, pipe, merged[k], modeSet)
+				continue
+			}
+			pipe.HSet(ctx, k, merged[k].fields...)
+			pipe.Expire(ctx, k, s.ttl)
+		}
+	})
+	if err != nil {
 		return unavailable("record task state", err)
 	}
 	return nil
@@ -345,6 +390,17 @@ func (s *Store) Get(ctx context.Context, id string) (State, error) {
 	if len(m) == 0 {
 		return State{}, ErrNotFound
 	}
+	st := fromHash(m)
+	if s.index {
+		if st.History, err = s.history(ctx, id); err != nil {
+			return State{}, err
+		}
+	}
+	return st, nil
+}
+
+// fromHash is the state stored in hash m.
+func fromHash(m map[string]string) State {
 	st := State{
 		ID: m["id"], Task: m["task"], Queue: m["queue"], State: m["state"],
 		Error: m["error"], Worker: m["worker"],
@@ -357,7 +413,7 @@ func (s *Store) Get(ctx context.Context, id string) (State, error) {
 	st.EnqueuedAt = parseTime(m["enqueued_at"])
 	st.StartedAt = parseTime(m["started_at"])
 	st.FinishedAt = parseTime(m["finished_at"])
-	return st, nil
+	return st
 }
 
 func parseTime(v string) *time.Time {
@@ -416,7 +472,23 @@ func (s *Store) Cancel(ctx context.Context, ids []string, reason string, at time
 	if len(ids) == 0 {
 		return nil
 	}
-	ttl, ts := int64(s.ttl/time.Second), at.UTC().Format(time.RFC3339Nano)
+	ts := at.UTC().Format(time.RFC3339Nano)
+	if s.index {
+		u := Update{State: "CANCELLED", Error: reason, FinishedAt: at}
+		for start := 0; start < len(ids); start += s.max {
+			chunk := ids[start:min(start+s.max, len(ids))]
+			err := s.exec(ctx, func(pipe redis.Pipeliner) {
+				for _, id := range chunk {
+					s.indexedWrite(ctx, pipe, s.newOp(id, u, nil), modeUnlessFinal)
+				}
+			})
+			if err != nil {
+				return unavailable("cancel tasks", err)
+			}
+		}
+		return nil
+	}
+	ttl := int64(s.ttl / time.Second)
 	// Load the script once so that the pipeline can use EVALSHA.
 	if err := cancelScript.Load(ctx, s.rdb).Err(); err != nil {
 		return unavailable("cancel tasks", err)

@@ -119,7 +119,10 @@ func TestKeyLayout(t *testing.T) {
 	require.NoError(t, b.store.Set(t.Context(), "01J", results.Update{State: "PENDING"}))
 	m, err := b.rdb.HGetAll(t.Context(), b.prefix+":task:01J").Result()
 	require.NoError(t, err)
-	require.Equal(t, map[string]string{"id": "01J", "state": "PENDING"}, m)
+	require.Equal(t, "01J", m["id"])
+	require.Equal(t, "PENDING", m["state"])
+	require.Regexp(t, `^\d{13}$`, m["t"], "the index score, Unix ms")
+	require.Len(t, m, 3)
 }
 
 func TestGetUnknown(t *testing.T) {

@@ -207,3 +207,85 @@ func TestControlPlane(t *testing.T) {
 	raw, _ := json.Marshal(es[0])
 	require.Contains(t, string(raw), `"actor":"oscar-token"`)
 }
+
+// TestTaskSearchAndWait: GET /api/v1/tasks filters the index; a task's
+// detail has its attempt history; ?wait= answers when the task finishes.
+func TestTaskSearchAndWait(t *testing.T) {
+	t.Parallel()
+	a := newAccounts(t)
+	b := a.browser()
+	op, viewer := "Bearer "+a.token[store.RoleOperator], "Bearer "+a.token[store.RoleViewer]
+	enqueue := func(body string) string {
+		t.Helper()
+		code, out, _ := b.do(http.MethodPost, "/api/v1/tasks", body, op)
+		require.Equal(t, http.StatusAccepted, code, out)
+		return out["id"].(string)
+	}
+	// ?wait on a task that finishes while the request waits.
+	slow := enqueue(`{"task":"sys.sleep","args":{"ms":300}}`)
+	a.startWorker("w1")
+	start := time.Now()
+	code, out, _ := b.do(http.MethodGet, "/api/v1/tasks/"+slow+"?wait=10s", "", viewer)
+	took := time.Since(start)
+	require.Equal(t, http.StatusOK, code, out)
+	require.Equal(t, task.StateSuccess, out["state"])
+	fin, err := time.Parse(time.RFC3339Nano, out["finished_at"].(string))
+	require.NoError(t, err)
+	t.Logf("?wait answered %s after the task finished (waited %s)", time.Since(fin).Round(time.Millisecond), took.Round(time.Millisecond))
+	// A wait that ends first returns the state as it is.
+	long := enqueue(`{"task":"sys.sleep","args":{"ms":5000}}`)
+	code, out, _ = b.do(http.MethodGet, "/api/v1/tasks/"+long+"?wait=200ms", "", viewer)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, []any{task.StatePending, task.StateStarted}, out["state"])
+
+	var ok []string
+	for range 5 {
+		ok = append(ok, enqueue(`{"task":"sys.echo"}`))
+	}
+	failed := enqueue(`{"task":"sys.fail","max_retries":1}`)
+	for _, id := range append(ok, failed) {
+		code, out, _ := b.do(http.MethodGet, "/api/v1/tasks/"+id+"?wait=10s", "", viewer)
+		require.Equal(t, http.StatusOK, code)
+		require.True(t, task.Final(out["state"].(string)), out)
+	}
+
+	code, out, _ = b.do(http.MethodGet, "/api/v1/tasks?task=sys.echo&state=SUCCESS&since=1h", "", viewer)
+	require.Equal(t, http.StatusOK, code, out)
+	items := out["items"].([]any)
+	require.Len(t, items, 5)
+	require.Equal(t, ok[4], items[0].(map[string]any)["id"], "newest first")
+	code, out, _ = b.do(http.MethodGet, "/api/v1/tasks?limit=2&queue=default", "", viewer)
+	require.Equal(t, http.StatusOK, code)
+	require.Len(t, out["items"], 2)
+	code, out, _ = b.do(http.MethodGet, "/api/v1/tasks?limit=2&queue=default&cursor="+out["next"].(string), "", viewer)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, ok[3], out["items"].([]any)[0].(map[string]any)["id"], "the next page goes on after the failed task and ok[4]")
+
+	code, out, _ = b.do(http.MethodGet, "/api/v1/tasks/"+failed, "", viewer)
+	require.Equal(t, http.StatusOK, code)
+	hist := out["history"].([]any)
+	require.Len(t, hist, 2)
+	require.Equal(t, "retry", hist[0].(map[string]any)["outcome"])
+	require.Equal(t, "dead", hist[1].(map[string]any)["outcome"])
+	require.Equal(t, "w1", hist[1].(map[string]any)["worker"])
+	require.Contains(t, hist[1].(map[string]any)["error"], "attempt 2 fails")
+
+	for path, field := range map[string]string{
+		"/api/v1/tasks?state=DONE":           "state",
+		"/api/v1/tasks?task=Bad":             "task",
+		"/api/v1/tasks?queue=a.b":            "queue",
+		"/api/v1/tasks?since=yesterday":      "since",
+		"/api/v1/tasks?limit=0":              "limit",
+		"/api/v1/tasks?cursor=nope":          "cursor",
+		"/api/v1/tasks/" + slow + "?wait=x":  "wait",
+		"/api/v1/tasks/" + slow + "?wait=2m": "wait",
+	} {
+		code, out, _ := b.do(http.MethodGet, path, "", viewer)
+		require.Equal(t, http.StatusBadRequest, code, path)
+		require.Equal(t, field, out["field"], path)
+	}
+	code, _, _ = b.do(http.MethodGet, "/api/v1/tasks", "", "")
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, _, _ = b.do(http.MethodGet, "/api/v1/tasks/nope?wait=1s", "", viewer)
+	require.Equal(t, http.StatusNotFound, code)
+}

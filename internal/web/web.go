@@ -102,7 +102,7 @@ func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *
 		e.GET(auth.MePath, auth.Me)
 	}
 	g := e.Group("/api/v1")
-	rest.TaskRoutes{Client: c, MaxBodyBytes: cfg.MaxBodyBytes, Origin: wire.OriginWeb, Guard: guard}.Mount(g)
+	rest.TaskRoutes{Client: c, MaxBodyBytes: cfg.MaxBodyBytes, Origin: wire.OriginWeb, Guard: guard, Search: true}.Mount(g)
 	if cfg.Schedules != nil {
 		ScheduleRoutes{
 			Store: cfg.Schedules, Client: c, Registry: cfg.Registry,

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -147,4 +148,25 @@ func appendFloat(b []byte, f float64) []byte {
 		}
 	}
 	return b
+}
+
+// EventID returns the task id of the encoded event b without decoding all
+// of it ("" when b has none): what a consumer that follows many events for
+// a few ids needs.
+func EventID(b []byte) string {
+	const key = `"id":"`
+	i := bytes.Index(b, []byte(key))
+	if i < 0 {
+		return ""
+	}
+	rest := b[i+len(key):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 || bytes.IndexByte(rest[:j], '\\') >= 0 {
+		var ev struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal(b, &ev)
+		return ev.ID
+	}
+	return string(rest[:j])
 }

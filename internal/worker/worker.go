@@ -351,6 +351,8 @@ type delivery struct {
 	notify string
 	start  time.Time
 	log    zerolog.Logger
+	// ran is the attempt that led to a dead letter, when one ran.
+	ran *attempt.Outcome
 }
 
 // process handles one delivery. It returns false when the handler was
@@ -519,8 +521,18 @@ func (w *Worker) record(ctx context.Context, d *delivery, u results.Update) bool
 	}
 }
 
+// history is the entry of attempt o of d in its task's history.
+func (w *Worker) history(d *delivery, o attempt.Outcome, outcome string) *results.Attempt {
+	a := &results.Attempt{Attempt: d.env.Attempt, Worker: w.cfg.Name, StartedAt: o.Start, FinishedAt: o.End, Outcome: outcome, ErrorType: o.ErrorType}
+	if o.Err != nil {
+		a.Error = o.Err.Error()
+	}
+	return a
+}
+
 func (w *Worker) succeed(ctx context.Context, d *delivery, o attempt.Outcome) {
-	if d.record && !w.record(ctx, d, results.Update{State: task.StateSuccess, Result: o.Result, FinishedAt: o.End, ClearError: true}) {
+	if d.record && !w.record(ctx, d, results.Update{State: task.StateSuccess, Result: o.Result, FinishedAt: o.End, ClearError: true,
+		Attempt: w.history(d, o, attempt.OutcomeSuccess)}) {
 		// Shutting down without the result recorded: the task runs again.
 		d.log.Error().Msg("result not recorded before shutdown; task will be redelivered")
 		_ = d.msg.NakWithDelay(time.Second)
@@ -545,6 +557,7 @@ func (w *Worker) fail(ctx context.Context, d *delivery, o attempt.Outcome) {
 	w.event(d, wire.EventFailed, &o)
 	if task.IsPermanent(o.Err) || d.env.Attempt > d.env.MaxRetries {
 		attempt.LogFailure(d.log, o).Msg("task failed")
+		d.ran = &o
 		w.dead(ctx, d, msg)
 		return
 	}
@@ -554,7 +567,8 @@ func (w *Worker) fail(ctx context.Context, d *delivery, o attempt.Outcome) {
 		delay = re.Delay
 	}
 	if d.record {
-		w.store.SetAsync(d.env.ID, results.Update{State: task.StateRetry, Error: msg, Attempts: d.env.Attempt})
+		w.store.SetAsync(d.env.ID, results.Update{State: task.StateRetry, Error: msg, Attempts: d.env.Attempt,
+			Attempt: w.history(d, o, attempt.OutcomeRetry)})
 	}
 	if err := d.msg.NakWithDelay(delay); err != nil {
 		d.log.Warn().Err(err).Msg("nak")
@@ -594,6 +608,9 @@ func (w *Worker) dead(ctx context.Context, d *delivery, reason string) {
 	now := w.cfg.Now()
 	if w.store != nil && (d.def == nil || !d.def.Options.NoResult) && env.ID != "" {
 		u := results.Update{Task: env.Name, Queue: env.Queue, State: task.StateFailure, Error: reason, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
+		if d.ran != nil {
+			u.Attempt = w.history(d, *d.ran, attempt.OutcomeDead)
+		}
 		if !w.record(ctx, d, u) {
 			// The dead letter is stored; it is the record of this task.
 			d.log.Error().Msg("FAILURE not recorded before shutdown; the dead letter stands")
@@ -620,6 +637,7 @@ func (w *Worker) cancelled(ctx context.Context, d *delivery, o attempt.Outcome) 
 		u := results.Update{Task: env.Name, Queue: env.Queue, State: task.StateCancelled, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
 		if o.Err != nil {
 			u.Error = o.Err.Error()
+			u.Attempt = w.history(d, o, attempt.OutcomeCancelled)
 		}
 		if !w.record(ctx, d, u) {
 			d.log.Error().Msg("cancelled state not recorded before shutdown; task will be redelivered (and dropped then)")
