@@ -15,6 +15,7 @@ import (
 	"github.com/flotilla/flotilla/internal/fleet"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/queues"
+	"github.com/flotilla/flotilla/internal/rest"
 	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/revoke"
 	"github.com/flotilla/flotilla/internal/store"
@@ -272,13 +273,9 @@ func taskLsCmd(env Env, rf *rootFlags) *cobra.Command {
 				if f.v == "" {
 					continue
 				}
-				t, err := time.Parse(time.RFC3339, f.v)
+				t, err := rest.ParseTimeOrAgo(f.v, time.Now())
 				if err != nil {
-					d, derr := time.ParseDuration(f.v)
-					if derr != nil || d <= 0 {
-						return fmt.Errorf("--%s: %q is neither an RFC 3339 time nor a duration ago such as 1h", f.name, f.v)
-					}
-					t = time.Now().Add(-d)
+					return fmt.Errorf("--%s: %w", f.name, err)
 				}
 				*f.to = t
 			}

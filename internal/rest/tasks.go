@@ -85,13 +85,9 @@ func (r TaskRoutes) search(c echo.Context) error {
 		if v == "" {
 			continue
 		}
-		t, err := time.Parse(time.RFC3339, v)
+		t, err := ParseTimeOrAgo(v, r.Now())
 		if err != nil {
-			d, derr := time.ParseDuration(v)
-			if derr != nil || d <= 0 {
-				return NewError(http.StatusBadRequest, "invalid_field", f.name, fmt.Sprintf("%s: %q is neither an RFC 3339 time nor a duration ago such as 1h", f.name, v))
-			}
-			t = r.Now().Add(-d)
+			return NewError(http.StatusBadRequest, "invalid_field", f.name, f.name+": "+err.Error())
 		}
 		*f.to = t
 	}
@@ -217,6 +213,20 @@ func (r TaskRoutes) get(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, st)
+}
+
+// ParseTimeOrAgo reads an RFC 3339 time, or a Go duration meaning that
+// long before now (e.g. "1h").
+func ParseTimeOrAgo(v string, now time.Time) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, v)
+	if err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration ago such as 1h", v)
+	}
+	return now.Add(-d), nil
 }
 
 // waitParam is the ?wait= of a GET: a Go duration up to [MaxWait]; a 400

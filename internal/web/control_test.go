@@ -40,6 +40,15 @@ func (a *accounts) startWorker(name string) (stop func()) {
 	return stop
 }
 
+// enqueue sends body with auth and returns the task id.
+func (b *browser) enqueue(body, auth string) string {
+	t := b.a.t
+	t.Helper()
+	code, out, _ := b.do(http.MethodPost, "/api/v1/tasks", body, auth)
+	require.Equal(t, http.StatusAccepted, code, out)
+	return out["id"].(string)
+}
+
 // TestControlPlane: queues (stats, pause, resume, purge), cancel and
 // workers over HTTP, with every refusal: 400, 401, 403, 404, 409.
 func TestControlPlane(t *testing.T) {
@@ -47,12 +56,7 @@ func TestControlPlane(t *testing.T) {
 	a := newAccounts(t)
 	b := a.browser()
 	op, viewer := "Bearer "+a.token[store.RoleOperator], "Bearer "+a.token[store.RoleViewer]
-	enqueue := func(body string) string {
-		t.Helper()
-		code, out, _ := b.do(http.MethodPost, "/api/v1/tasks", body, op)
-		require.Equal(t, http.StatusAccepted, code, out)
-		return out["id"].(string)
-	}
+	enqueue := func(body string) string { return b.enqueue(body, op) }
 	state := func(id string) string {
 		t.Helper()
 		code, out, _ := b.do(http.MethodGet, "/api/v1/tasks/"+id, "", viewer)
@@ -215,12 +219,7 @@ func TestTaskSearchAndWait(t *testing.T) {
 	a := newAccounts(t)
 	b := a.browser()
 	op, viewer := "Bearer "+a.token[store.RoleOperator], "Bearer "+a.token[store.RoleViewer]
-	enqueue := func(body string) string {
-		t.Helper()
-		code, out, _ := b.do(http.MethodPost, "/api/v1/tasks", body, op)
-		require.Equal(t, http.StatusAccepted, code, out)
-		return out["id"].(string)
-	}
+	enqueue := func(body string) string { return b.enqueue(body, op) }
 	// ?wait on a task that finishes while the request waits.
 	slow := enqueue(`{"task":"sys.sleep","args":{"ms":300}}`)
 	a.startWorker("w1")
