@@ -30,6 +30,7 @@ import (
 	"github.com/flotilla/flotilla/internal/config"
 	"github.com/flotilla/flotilla/internal/fleet"
 	"github.com/flotilla/flotilla/internal/jet"
+	"github.com/flotilla/flotilla/internal/limits"
 	"github.com/flotilla/flotilla/internal/logging"
 	"github.com/flotilla/flotilla/internal/queues"
 	"github.com/flotilla/flotilla/internal/rest"
@@ -274,6 +275,10 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 		}
 		wc := WorkerConfig(cfg)
 		wc.Middleware, wc.Metrics, wc.Version = opts.Middleware, metrics, opts.Version
+		if c.Redis != nil {
+			wc.Limiter = limits.New(c.Redis, cfg.Redis.Prefix)
+		}
+		ConfigureLimits(cfg, reg, log)
 		w := worker.New(c.NC, c.JS, reg, c.Results, log, wc)
 		return withHealth(w.Run, "worker", ln, cfg, checks(c, false), nil, metrics, log), nil
 	case config.RoleBeat:
@@ -345,6 +350,24 @@ func Executor(cfg config.Config, c *Conns, reg *task.Registry, mw []task.Middlew
 		r.Known = func(name string) bool { _, err := reg.Lookup(name); return err == nil }
 	}
 	return r
+}
+
+// ConfigureLimits applies tasks.limits to the registered tasks (a name
+// this binary does not register is logged and skipped).
+func ConfigureLimits(cfg config.Config, reg *task.Registry, log zerolog.Logger) {
+	for _, s := range cfg.Tasks.Limits {
+		l, _ := config.ParseTaskLimit(s) // validated
+		var opts []task.Option
+		if !l.Rate.IsZero() {
+			opts = append(opts, task.WithRateLimit(l.Rate.N, l.Rate.Per))
+		}
+		if l.Concurrency > 0 {
+			opts = append(opts, task.WithConcurrencyLimit(l.Concurrency))
+		}
+		if err := reg.Configure(l.Task, opts...); err != nil {
+			log.Warn().Str("task", l.Task).Msg("tasks.limits names a task this binary does not register; ignored")
+		}
+	}
 }
 
 // WorkerConfig derives the worker's settings from cfg.

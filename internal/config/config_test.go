@@ -14,6 +14,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
+
+	"github.com/flotilla/flotilla/internal/task"
 )
 
 // noEnv isolates a Load from the machine's environment.
@@ -89,6 +91,7 @@ func TestLoadDefaultsWorker(t *testing.T) {
 			ResultTTL:       24 * time.Hour,
 			CancelTTL:       720 * time.Hour,
 			Index:           true,
+			Limits:          []string{},
 			Results:         true,
 			Events:          true,
 			CheckRegistered: true,
@@ -809,4 +812,31 @@ func TestErrorsAreJoined(t *testing.T) {
 	var joined interface{ Unwrap() []error }
 	require.True(t, errors.As(err, &joined))
 	require.Len(t, joined.Unwrap(), 2)
+}
+
+func TestTaskLimits(t *testing.T) {
+	t.Parallel()
+	l, err := ParseTaskLimit("report.build rate=10/s concurrency=5")
+	require.NoError(t, err)
+	require.Equal(t, TaskLimit{Task: "report.build", Rate: task.Rate{N: 10, Per: time.Second}, Concurrency: 5}, l)
+	l, err = ParseTaskLimit(" mail.send   rate=3/30s ")
+	require.NoError(t, err)
+	require.Equal(t, 10*time.Second, l.Rate.Interval())
+	for in, want := range map[string]string{
+		"report.build":         "want \"TASK rate=N/s",
+		"Bad rate=1/s":         "invalid",
+		"a.b rate=x":           "want N/s",
+		"a.b rate=0/s":         "N ≥ 1",
+		"a.b rate=5/fortnight": "not s, m, h",
+		"a.b concurrency=0":    "not a number ≥ 1",
+		"a.b speed=1":          `unknown setting "speed"`,
+	} {
+		_, err := ParseTaskLimit(in)
+		require.ErrorContains(t, err, want, in)
+	}
+	cfg, err := Load(RoleWorker, LoadOptions{Environ: []string{"FLOTILLA_TASKS_LIMITS=a.b rate=10/s, c.d concurrency=2"}})
+	require.NoError(t, err)
+	require.Equal(t, []string{"a.b rate=10/s", "c.d concurrency=2"}, cfg.Tasks.Limits)
+	_, err = Load(RoleWorker, LoadOptions{Environ: []string{"FLOTILLA_TASKS_LIMITS=a.b rate=often"}})
+	require.ErrorContains(t, err, "tasks.limits")
 }

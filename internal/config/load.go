@@ -197,6 +197,7 @@ func defaults(role string) map[string]any {
 		"tasks.result_ttl":        24 * time.Hour,
 		"tasks.cancel_ttl":        720 * time.Hour,
 		"tasks.index":             true,
+		"tasks.limits":            []string{},
 		"tasks.results":           true,
 		"tasks.events":            true,
 		"tasks.check_registered":  true,

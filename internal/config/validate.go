@@ -110,6 +110,11 @@ func (c Config) Validate() error {
 	}
 	v.positive("tasks.result_ttl", c.Tasks.ResultTTL)
 	v.positive("tasks.cancel_ttl", c.Tasks.CancelTTL)
+	for _, s := range c.Tasks.Limits {
+		if _, err := ParseTaskLimit(s); err != nil {
+			v.addf("tasks.limits", "%v", err)
+		}
+	}
 
 	// roles
 	v.addr("web.addr", c.Web.Addr)

@@ -29,7 +29,7 @@ type bundle struct {
 	store  *results.Store
 }
 
-func setup(t *testing.T, cfg results.Config) *bundle {
+func setup(t testing.TB, cfg results.Config) *bundle {
 	t.Helper()
 	rdb, prefix := resultstest.Client(t)
 	cfg.Prefix = prefix

@@ -24,6 +24,7 @@ import (
 
 	"github.com/flotilla/flotilla/internal/attempt"
 	"github.com/flotilla/flotilla/internal/jet"
+	"github.com/flotilla/flotilla/internal/limits"
 	"github.com/flotilla/flotilla/internal/logging"
 	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/revoke"
@@ -70,6 +71,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Metrics registers the task metrics; nil = a private registry.
 	Metrics prometheus.Registerer
+	// Limiter enforces the tasks' rate and concurrency limits; nil =
+	// limits are not enforced.
+	Limiter *limits.Limiter
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 }
@@ -403,6 +407,15 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) 
 	if !env.Expires.IsZero() && d.start.After(env.Expires) {
 		w.expire(ctx, d)
 		return true
+	}
+	if def.Options.Limited() && w.cfg.Limiter != nil {
+		lease, ok := w.limit(ctx, d)
+		if !ok {
+			return true
+		}
+		defer lease.Release(context.WithoutCancel(ctx))
+		n = env.Attempt // deferrals were not attempts
+		d.start = w.cfg.Now()
 	}
 	// Deliveries also count NAKs of tasks a stopping worker had buffered but
 	// never ran, so a poison task is one delivered PoisonSlack times more

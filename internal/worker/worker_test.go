@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -37,6 +38,8 @@ type bundle struct {
 	// runs counts handler executions per task id of test.count.
 	runs      sync.Map
 	hangsDone atomic.Int64
+	rdb       *redis.Client
+	prefix    string
 }
 
 type setupOpts struct {
@@ -60,6 +63,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	require.NoError(t, jet.ApplyStreams(t.Context(), b.js, topo))
 	require.NoError(t, jet.ApplyQueues(t.Context(), b.js, topo, []string{"default"}))
 	rdb, prefix := resultstest.Client(t)
+	b.rdb, b.prefix = rdb, prefix
 	b.store = results.New(rdb, results.Config{Prefix: prefix, TTL: time.Hour})
 	t.Cleanup(b.store.Close)
 	b.reg = task.NewRegistry()
