@@ -3,7 +3,6 @@ package results
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -22,12 +21,14 @@ import (
 //	<prefix>:idx:q:<queue>    by queue
 //
 // plus <prefix>:idx:keys, the set of the name and queue keys (for
-// trimming), and <prefix>:task:<id>:attempts, the attempt history. One
-// script per task write keeps them current: it records the score in the
-// hash (field t) the first time and moves the id between state sets when
-// the state changes. Entries older than the result TTL are trimmed by
-// [Store.Trim]; ids whose state expired earlier are skipped (and dropped)
-// when a search meets them.
+// trimming); a task's attempt history is the fields h.<finish time> of its
+// hash. Every state write of the batching writer updates the sets in the
+// same transaction, with plain commands batched per set (indexedSet); the
+// rare conditional writes (an enqueue with its own id, a cancel) use a
+// script that reads the old state first. A task's score is its enqueue
+// time, kept in its hash (field t). Entries older than the result TTL are
+// trimmed by [Store.Trim]; ids whose state expired earlier, or that left a
+// state, are skipped (and expired ones dropped) when a search meets them.
 
 // Attempt is one ended attempt in a task's history.
 type Attempt struct {
@@ -43,41 +44,49 @@ type Attempt struct {
 
 // Write modes of the index script.
 const (
-	modeSet         = "set"
 	modeAbsent      = "absent"       // only when the task has no state
 	modeUnlessFinal = "unless_final" // only when it has one that is not final
 )
 
-var indexScript = redis.NewScript(`local key = KEYS[1]
-local mode = ARGV[4]
-if mode == "absent" and redis.call("EXISTS", key) == 1 then return 0 end
-local old = redis.call("HMGET", key, "state", "t")
-if mode == "unless_final" then
-  local s = old[1]
-  if not s or s == "SUCCESS" or s == "FAILURE" or s == "EXPIRED" or s == "CANCELLED" then return 0 end
-end
-local n = tonumber(ARGV[5])
-if #ARGV >= 6 + n then redis.call("HSET", key, unpack(ARGV, 6 + n)) end
-redis.call("EXPIRE", key, ARGV[1])
-local cur = redis.call("HMGET", key, "state", "task", "queue", "id")
-local p, t, id = ARGV[2], old[2], cur[4]
-if id then
-  if not t then
-    t = ARGV[3]
-    redis.call("HSET", key, "t", t)
-    redis.call("ZADD", p .. "all", t, id)
-    if cur[2] then local k = p .. "t:" .. cur[2]; redis.call("ZADD", k, t, id); redis.call("SADD", p .. "keys", k) end
-    if cur[3] then local k = p .. "q:" .. cur[3]; redis.call("ZADD", k, t, id); redis.call("SADD", p .. "keys", k) end
+// indexScript writes a batch of task states and keeps the index: KEYS are
+// the task hashes; ARGV is ttl, index prefix, then per key: mode, id,
+// task, queue, new state, score (Unix ms), the number of field/value
+// strings and those.
+var indexScript = redis.NewScript(`local ttl, p = ARGV[1], ARGV[2]
+local a = 3
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local mode, id, tname, q, st, score = ARGV[a], ARGV[a+1], ARGV[a+2], ARGV[a+3], ARGV[a+4], ARGV[a+5]
+  local nf = tonumber(ARGV[a+6])
+  local fs = a + 7
+  a = fs + nf
+  local old = redis.call("HMGET", key, "state", "t", "task", "queue")
+  local skip = false
+  if mode == "absent" then
+    skip = redis.call("EXISTS", key) == 1
+  elseif mode == "unless_final" then
+    local s = old[1]
+    skip = not s or s == "SUCCESS" or s == "FAILURE" or s == "EXPIRED" or s == "CANCELLED"
   end
-  if cur[1] and cur[1] ~= old[1] then
-    if old[1] then redis.call("ZREM", p .. "s:" .. old[1], id) end
-    redis.call("ZADD", p .. "s:" .. cur[1], t, id)
+  if not skip then
+    local t = old[2]
+    local f = {}
+    for k = fs, fs + nf - 1 do f[#f + 1] = ARGV[k] end
+    if not t then t = score; f[#f + 1] = "t"; f[#f + 1] = t end
+    redis.call("HSET", key, unpack(f))
+    redis.call("EXPIRE", key, ttl)
+    if not old[2] then
+      redis.call("ZADD", p .. "all", t, id)
+      local tn = (tname ~= "" and tname) or old[3]
+      local qn = (q ~= "" and q) or old[4]
+      if tn then local k = p .. "t:" .. tn; redis.call("ZADD", k, t, id); redis.call("SADD", p .. "keys", k) end
+      if qn then local k = p .. "q:" .. qn; redis.call("ZADD", k, t, id); redis.call("SADD", p .. "keys", k) end
+    end
+    if st ~= "" and st ~= old[1] then
+      if old[1] then redis.call("ZREM", p .. "s:" .. old[1], id) end
+      redis.call("ZADD", p .. "s:" .. st, t, id)
+    end
   end
-end
-if n > 0 then
-  local h = key .. ":attempts"
-  redis.call("RPUSH", h, unpack(ARGV, 6, 5 + n))
-  redis.call("EXPIRE", h, ARGV[1])
 end
 return 1`)
 
@@ -85,19 +94,94 @@ var scriptsLoaded atomic.Bool
 
 func (s *Store) idx() string { return s.prefix + ":idx:" }
 
-// indexedWrite queues the index script for o on pipe.
-func (s *Store) indexedWrite(ctx context.Context, pipe redis.Pipeliner, o *op, mode string) {
-	score := o.score
-	if score == 0 {
-		score = time.Now().UnixMilli()
+// states are the task states (task.States), the index's state sets;
+// unfinished those a task leaves.
+var (
+	states     = []string{"PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "EXPIRED", "CANCELLED"}
+	unfinished = []string{"PENDING", "STARTED", "RETRY"}
+)
+
+// indexedSet queues, on a transaction pipe, the writes of ops with the
+// index changes they make, as plain commands batched per index set (no
+// script: this is every task's path). An op that sets the enqueue time
+// puts the id in the all, task and queue sets; an op with a state puts it
+// in that state's set and, unless the state is PENDING (a new task), takes
+// it out of the other unfinished states' sets — finished states are not
+// left (a requeued dead letter stays in FAILURE's set; [Store.Search]
+// checks every candidate's state, so such a leftover is skipped).
+func (s *Store) indexedSet(ctx context.Context, pipe redis.Pipeliner, ops []*op) {
+	p := s.idx()
+	now := float64(time.Now().UnixMilli())
+	adds := map[string][]redis.Z{}
+	rems := map[string][]any{}
+	var named []any
+	for _, o := range ops {
+		fields := o.fields
+		score := now
+		if o.score != 0 {
+			score = float64(o.score)
+		}
+		if o.create {
+			fields = append(fields, "t", o.score)
+			adds[p+"all"] = append(adds[p+"all"], redis.Z{Score: score, Member: o.id})
+			for _, k := range []string{o.task, o.queue} {
+				if k == "" {
+					continue
+				}
+				key := p + "t:" + k
+				if k == o.queue {
+					key = p + "q:" + k
+				}
+				if _, seen := adds[key]; !seen {
+					named = append(named, key)
+				}
+				adds[key] = append(adds[key], redis.Z{Score: score, Member: o.id})
+			}
+		}
+		pipe.HSet(ctx, o.key, fields...)
+		pipe.Expire(ctx, o.key, s.ttl)
+		if o.state != "" {
+			adds[p+"s:"+o.state] = append(adds[p+"s:"+o.state], redis.Z{Score: score, Member: o.id})
+			if o.state != "PENDING" {
+				for _, st := range unfinished {
+					if st != o.state {
+						rems[p+"s:"+st] = append(rems[p+"s:"+st], o.id)
+					}
+				}
+			}
+		}
 	}
-	args := make([]any, 0, 5+len(o.attempts)+len(o.fields))
-	args = append(args, int64(s.ttl/time.Second), s.idx(), score, mode, len(o.attempts))
-	for _, a := range o.attempts {
-		args = append(args, a)
+	for k, ms := range rems {
+		pipe.ZRem(ctx, k, ms...)
 	}
-	args = append(args, o.fields...)
-	indexScript.EvalSha(ctx, pipe, []string{o.key}, args...)
+	for k, zs := range adds {
+		pipe.ZAdd(ctx, k, zs...)
+	}
+	if len(named) > 0 {
+		pipe.SAdd(ctx, p+"keys", named...)
+	}
+}
+
+// indexedWrite queues the conditional writes of ops (mode absent or
+// unless_final) on pipe: one script call per up to MaxBatch tasks.
+func (s *Store) indexedWrite(ctx context.Context, pipe redis.Pipeliner, ops []*op, mode string) {
+	now := time.Now().UnixMilli()
+	for start := 0; start < len(ops); start += s.max {
+		chunk := ops[start:min(start+s.max, len(ops))]
+		keys := make([]string, len(chunk))
+		args := make([]any, 0, 2+len(chunk)*24)
+		args = append(args, int64(s.ttl/time.Second), s.idx())
+		for i, o := range chunk {
+			keys[i] = o.key
+			score := o.score
+			if score == 0 {
+				score = now
+			}
+			args = append(args, mode, o.id, o.task, o.queue, o.state, score, len(o.fields))
+			args = append(args, o.fields...)
+		}
+		indexScript.EvalSha(ctx, pipe, keys, args...)
+	}
 }
 
 // exec runs fill's pipeline; with the index it loads the script first
@@ -329,7 +413,7 @@ func (s *Store) Trim(ctx context.Context) error {
 		return unavailable("trim the task index", err)
 	}
 	keys = append(keys, s.idx()+"all")
-	for _, st := range []string{"PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "EXPIRED", "CANCELLED"} {
+	for _, st := range states {
 		keys = append(keys, s.idx()+"s:"+st)
 	}
 	pipe := s.rdb.Pipeline()
@@ -361,20 +445,4 @@ func (s *Store) TrimEvery(ctx context.Context, d time.Duration) {
 			_ = s.Trim(ctx)
 		}
 	}
-}
-
-// history reads task id's attempt history.
-func (s *Store) history(ctx context.Context, id string) ([]Attempt, error) {
-	raw, err := s.rdb.LRange(ctx, s.Key(id)+":attempts", 0, -1).Result()
-	if err != nil {
-		return nil, unavailable("get task "+id, err)
-	}
-	var out []Attempt
-	for _, r := range raw {
-		var a Attempt
-		if err := json.Unmarshal([]byte(r), &a); err == nil {
-			out = append(out, a)
-		}
-	}
-	return out, nil
 }

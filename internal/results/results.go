@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,6 +68,9 @@ type Update struct {
 	// Attempt, when set, appends an ended attempt to the task's history
 	// (unless Config.NoIndex).
 	Attempt *Attempt
+	// IndexTime is the task's enqueue time for the index when the update
+	// does not set EnqueuedAt (a worker's state changes); not stored.
+	IndexTime time.Time
 }
 
 func (u Update) fields(id string) []any {
@@ -139,22 +144,28 @@ type Store struct {
 }
 
 type op struct {
-	key      string
-	fields   []any
-	score    int64      // enqueued at, Unix ms; 0 = not in this update
-	attempts []string   // history entries to append, JSON
-	done     chan error // nil = fire and forget
+	key                    string
+	id, task, queue, state string // for the index; "" = not in this update
+	fields                 []any
+	score                  int64      // enqueued at, Unix ms; 0 = unknown
+	create                 bool       // the update sets the enqueue time: index the task
+	done                   chan error // nil = fire and forget
 }
 
 // newOp is the write of u for task id.
 func (s *Store) newOp(id string, u Update, done chan error) *op {
-	o := &op{key: s.Key(id), fields: u.fields(id), done: done}
-	if !u.EnqueuedAt.IsZero() {
-		o.score = u.EnqueuedAt.UnixMilli()
+	o := &op{key: s.Key(id), id: id, task: u.Task, queue: u.Queue, state: u.State, fields: u.fields(id), done: done}
+	switch {
+	case !u.EnqueuedAt.IsZero():
+		o.score, o.create = u.EnqueuedAt.UnixMilli(), true
+	case !u.IndexTime.IsZero():
+		o.score = u.IndexTime.UnixMilli()
 	}
-	if u.Attempt != nil {
+	if u.Attempt != nil && s.index {
+		// History entries are fields h.<finish time> of the hash: no key
+		// or command of their own.
 		b, _ := json.Marshal(u.Attempt)
-		o.attempts = []string{string(b)}
+		o.fields = append(o.fields, fmt.Sprintf("h.%020d", u.Attempt.FinishedAt.UnixNano()), string(b))
 	}
 	return o
 }
@@ -249,7 +260,7 @@ return 1`)
 // and waits until Redis has it.
 func (s *Store) SetIfAbsent(ctx context.Context, id string, u Update) error {
 	if s.index {
-		err := s.exec(ctx, func(pipe redis.Pipeliner) { s.indexedWrite(ctx, pipe, s.newOp(id, u, nil), modeAbsent) })
+		err := s.exec(ctx, func(pipe redis.Pipeliner) { s.indexedWrite(ctx, pipe, []*op{s.newOp(id, u, nil)}, modeAbsent) })
 		if err != nil {
 			return unavailable("record task state", err)
 		}
@@ -300,26 +311,39 @@ func (s *Store) write(ctx context.Context, ops []*op) error {
 		m, seen := merged[o.key]
 		if !seen {
 			keys = append(keys, o.key)
-			m = &op{key: o.key}
+			m = &op{key: o.key, id: o.id}
 			merged[o.key] = m
 		}
+		for _, kv := range [][2]*string{{&m.task, &o.task}, {&m.queue, &o.queue}, {&m.state, &o.state}} {
+			if *kv[1] != "" {
+				*kv[0] = *kv[1] // later writes win, as in the hash
+			}
+		}
 		m.fields = append(m.fields, o.fields...)
-		m.attempts = append(m.attempts, o.attempts...)
 		if o.score != 0 && (m.score == 0 || o.score < m.score) {
 			m.score = o.score
 		}
+		m.create = m.create || o.create
 	}
-	err := s.exec(ctx, func(pipe redis.Pipeliner) {
-		for _, k := range keys {
-			if s.index {
-				s.indexedWrite(ctx, pipe, merged[k], modeSet)
-				continue
-			}
-			pipe.HSet(ctx, k, merged[k].fields...)
-			pipe.Expire(ctx, k, s.ttl)
+	if s.index {
+		all := make([]*op, len(keys))
+		for i, k := range keys {
+			all[i] = merged[k]
 		}
-	})
-	if err != nil {
+		// One transaction: the states and the index move together.
+		pipe := s.rdb.TxPipeline()
+		s.indexedSet(ctx, pipe, all)
+		if _, err := pipe.Exec(ctx); err != nil {
+			return unavailable("record task state", err)
+		}
+		return nil
+	}
+	pipe := s.rdb.Pipeline()
+	for _, k := range keys {
+		pipe.HSet(ctx, k, merged[k].fields...)
+		pipe.Expire(ctx, k, s.ttl)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return unavailable("record task state", err)
 	}
 	return nil
@@ -390,13 +414,7 @@ func (s *Store) Get(ctx context.Context, id string) (State, error) {
 	if len(m) == 0 {
 		return State{}, ErrNotFound
 	}
-	st := fromHash(m)
-	if s.index {
-		if st.History, err = s.history(ctx, id); err != nil {
-			return State{}, err
-		}
-	}
-	return st, nil
+	return fromHash(m), nil
 }
 
 // fromHash is the state stored in hash m.
@@ -413,6 +431,19 @@ func fromHash(m map[string]string) State {
 	st.EnqueuedAt = parseTime(m["enqueued_at"])
 	st.StartedAt = parseTime(m["started_at"])
 	st.FinishedAt = parseTime(m["finished_at"])
+	var hist []string
+	for k := range m {
+		if strings.HasPrefix(k, "h.") {
+			hist = append(hist, k)
+		}
+	}
+	slices.Sort(hist)
+	for _, k := range hist {
+		var a Attempt
+		if err := json.Unmarshal([]byte(m[k]), &a); err == nil {
+			st.History = append(st.History, a)
+		}
+	}
 	return st
 }
 
@@ -475,16 +506,12 @@ func (s *Store) Cancel(ctx context.Context, ids []string, reason string, at time
 	ts := at.UTC().Format(time.RFC3339Nano)
 	if s.index {
 		u := Update{State: "CANCELLED", Error: reason, FinishedAt: at}
-		for start := 0; start < len(ids); start += s.max {
-			chunk := ids[start:min(start+s.max, len(ids))]
-			err := s.exec(ctx, func(pipe redis.Pipeliner) {
-				for _, id := range chunk {
-					s.indexedWrite(ctx, pipe, s.newOp(id, u, nil), modeUnlessFinal)
-				}
-			})
-			if err != nil {
-				return unavailable("cancel tasks", err)
-			}
+		ops := make([]*op, len(ids))
+		for i, id := range ids {
+			ops[i] = s.newOp(id, u, nil)
+		}
+		if err := s.exec(ctx, func(pipe redis.Pipeliner) { s.indexedWrite(ctx, pipe, ops, modeUnlessFinal) }); err != nil {
+			return unavailable("cancel tasks", err)
 		}
 		return nil
 	}

@@ -119,10 +119,12 @@ func TestKeyLayout(t *testing.T) {
 	require.NoError(t, b.store.Set(t.Context(), "01J", results.Update{State: "PENDING"}))
 	m, err := b.rdb.HGetAll(t.Context(), b.prefix+":task:01J").Result()
 	require.NoError(t, err)
-	require.Equal(t, "01J", m["id"])
-	require.Equal(t, "PENDING", m["state"])
-	require.Regexp(t, `^\d{13}$`, m["t"], "the index score, Unix ms")
-	require.Len(t, m, 3)
+	require.Equal(t, map[string]string{"id": "01J", "state": "PENDING"}, m)
+	enq := time.Now()
+	require.NoError(t, b.store.Set(t.Context(), "01K", results.Update{State: "PENDING", EnqueuedAt: enq}))
+	tval, err := b.rdb.HGet(t.Context(), b.prefix+":task:01K", "t").Result()
+	require.NoError(t, err)
+	require.Equal(t, fmt.Sprint(enq.UnixMilli()), tval, "the index score, Unix ms of the enqueue")
 }
 
 func TestGetUnknown(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,7 +60,15 @@ func BenchmarkSearch(b *testing.B) {
 			ids, ups = ids[:0], ups[:0]
 		}
 	}
-	b.Logf("indexed %d tasks in %s", n, time.Since(start).Round(time.Second))
+	mem, _ := bd.rdb.MemoryUsage(ctx, bd.prefix+":idx:all").Result()
+	info, _ := bd.rdb.Info(ctx, "memory").Result()
+	used := ""
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "used_memory_human:"); ok {
+			used = v
+		}
+	}
+	b.Logf("indexed %d tasks in %s; Redis used_memory %s (the all set alone %d MiB)", n, time.Since(start).Round(time.Second), used, mem>>20)
 
 	queries := []struct {
 		name string

@@ -429,7 +429,7 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) 
 		return true
 	}
 	if d.record {
-		w.store.SetAsync(env.ID, results.Update{
+		w.store.SetAsync(env.ID, results.Update{IndexTime: d.env.EnqueuedAt,
 			Task: env.Name, Queue: env.Queue, State: task.StateStarted, StartedAt: d.start,
 			Attempts: n, Worker: w.cfg.Name,
 		})
@@ -544,7 +544,7 @@ func (w *Worker) history(d *delivery, o attempt.Outcome, outcome string) *result
 }
 
 func (w *Worker) succeed(ctx context.Context, d *delivery, o attempt.Outcome) {
-	if d.record && !w.record(ctx, d, results.Update{State: task.StateSuccess, Result: o.Result, FinishedAt: o.End, ClearError: true,
+	if d.record && !w.record(ctx, d, results.Update{IndexTime: d.env.EnqueuedAt, State: task.StateSuccess, Result: o.Result, FinishedAt: o.End, ClearError: true,
 		Attempt: w.history(d, o, attempt.OutcomeSuccess)}) {
 		// Shutting down without the result recorded: the task runs again.
 		d.log.Error().Msg("result not recorded before shutdown; task will be redelivered")
@@ -580,7 +580,7 @@ func (w *Worker) fail(ctx context.Context, d *delivery, o attempt.Outcome) {
 		delay = re.Delay
 	}
 	if d.record {
-		w.store.SetAsync(d.env.ID, results.Update{State: task.StateRetry, Error: msg, Attempts: d.env.Attempt,
+		w.store.SetAsync(d.env.ID, results.Update{IndexTime: d.env.EnqueuedAt, State: task.StateRetry, Error: msg, Attempts: d.env.Attempt,
 			Attempt: w.history(d, o, attempt.OutcomeRetry)})
 	}
 	if err := d.msg.NakWithDelay(delay); err != nil {
@@ -620,7 +620,7 @@ func (w *Worker) dead(ctx context.Context, d *delivery, reason string) {
 	}
 	now := w.cfg.Now()
 	if w.store != nil && (d.def == nil || !d.def.Options.NoResult) && env.ID != "" {
-		u := results.Update{Task: env.Name, Queue: env.Queue, State: task.StateFailure, Error: reason, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
+		u := results.Update{IndexTime: d.env.EnqueuedAt, Task: env.Name, Queue: env.Queue, State: task.StateFailure, Error: reason, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
 		if d.ran != nil {
 			u.Attempt = w.history(d, *d.ran, attempt.OutcomeDead)
 		}
@@ -647,7 +647,7 @@ func (w *Worker) cancelled(ctx context.Context, d *delivery, o attempt.Outcome) 
 	env := d.env
 	now := w.cfg.Now()
 	if d.record {
-		u := results.Update{Task: env.Name, Queue: env.Queue, State: task.StateCancelled, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
+		u := results.Update{IndexTime: d.env.EnqueuedAt, Task: env.Name, Queue: env.Queue, State: task.StateCancelled, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
 		if o.Err != nil {
 			u.Error = o.Err.Error()
 			u.Attempt = w.history(d, o, attempt.OutcomeCancelled)
@@ -680,7 +680,7 @@ func (w *Worker) expire(ctx context.Context, d *delivery) {
 	now := w.cfg.Now()
 	reason := "expired at " + env.Expires.UTC().Format(time.RFC3339Nano)
 	if d.record {
-		u := results.Update{Task: env.Name, Queue: env.Queue, State: task.StateExpired, Error: reason, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
+		u := results.Update{IndexTime: d.env.EnqueuedAt, Task: env.Name, Queue: env.Queue, State: task.StateExpired, Error: reason, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
 		if !w.record(ctx, d, u) {
 			d.log.Error().Msg("expired state not recorded before shutdown; task will be redelivered")
 			_ = d.msg.NakWithDelay(time.Second)

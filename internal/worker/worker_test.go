@@ -48,7 +48,7 @@ type setupOpts struct {
 	replicas int
 }
 
-func setup(t *testing.T, o setupOpts) *bundle {
+func setup(t testing.TB, o setupOpts) *bundle {
 	t.Helper()
 	if o.ackWait == 0 {
 		o.ackWait = 30 * time.Second
@@ -109,7 +109,7 @@ func (b *bundle) cfg() worker.Config {
 }
 
 // start runs a worker on its own connection until the returned stop is called.
-func (b *bundle) start(t *testing.T, cfg worker.Config) (stop func(), nc *nats.Conn) {
+func (b *bundle) start(t testing.TB, cfg worker.Config) (stop func(), nc *nats.Conn) {
 	t.Helper()
 	nc, js := jettest.Connect(t, b.url)
 	w := worker.New(nc, js, b.reg, b.store, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), cfg)
