@@ -80,6 +80,16 @@ func WithTimeout(d time.Duration) Option { return task.WithTimeout(d) }
 // WithoutResult opts a task out of result storage.
 func WithoutResult() Option { return task.WithoutResult() }
 
+// WithRateLimit limits how often a task starts across every worker: at
+// most n per per (e.g. 10, time.Second). Over the limit a task waits or is
+// delayed; it neither fails nor uses up an attempt. Configuration
+// (tasks.limits) overrides it.
+func WithRateLimit(n int, per time.Duration) Option { return task.WithRateLimit(n, per) }
+
+// WithConcurrencyLimit limits how many attempts of a task run at once
+// across every worker.
+func WithConcurrencyLimit(n int) Option { return task.WithConcurrencyLimit(n) }
+
 // Schedule is a periodic task (see [App.Schedule], [Every], [Cron]).
 type Schedule = schedule.Schedule
 

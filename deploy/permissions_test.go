@@ -156,7 +156,7 @@ func TestShippedPermissions(t *testing.T) {
 	pool, err := store.Open(ctx, dbURL)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	token, _, err := store.New(pool).TokenCreate(ctx, "perm-test")
+	token, _, err := store.New(pool).TokenCreate(ctx, "perm-test", store.RoleAdmin)
 	require.NoError(t, err)
 
 	reg := task.NewRegistry()
@@ -226,6 +226,25 @@ func TestShippedPermissions(t *testing.T) {
 	require.True(t, leader.HasLeader)
 	call(t, http.MethodGet, web+"/api/v1/queues", token, "", 200, nil)
 
+	// The control plane as the web user: queue figures, pause and resume,
+	// cancel (one delayed task, then by name), purge, the workers.
+	call(t, http.MethodGet, web+"/api/v1/queues/default", token, "", 200, nil)
+	call(t, http.MethodPost, web+"/api/v1/queues/default/pause", token, "", 200, nil)
+	call(t, http.MethodPost, web+"/api/v1/queues/default/resume", token, "", 200, nil)
+	var later struct{ ID string }
+	call(t, http.MethodPost, web+"/api/v1/tasks", token, `{"task":"sys.echo","countdown":"1h"}`, 202, &later)
+	call(t, http.MethodPost, web+"/api/v1/tasks/"+later.ID+"/cancel", token, "", 200, nil)
+	call(t, http.MethodPost, web+"/api/v1/tasks", token, `{"task":"sys.echo","countdown":"1h"}`, 202, nil)
+	var bulk struct{ Cancelled int }
+	call(t, http.MethodPost, web+"/api/v1/tasks/cancel", token, `{"task":"sys.echo"}`, 200, &bulk)
+	require.Equal(t, 1, bulk.Cancelled)
+	call(t, http.MethodPost, web+"/api/v1/queues/default/purge?confirm=default", token, "", 200, nil)
+	var workers struct{ Items []wire.WorkerInfo }
+	require.Eventually(t, func() bool {
+		return call(t, http.MethodGet, web+"/api/v1/workers", token, "", 200, &workers) == 200 && len(workers.Items) == 1
+	}, 10*time.Second, 50*time.Millisecond, "the worker announces itself")
+	call(t, http.MethodGet, web+"/api/v1/workers/"+url.PathEscape(workers.Items[0].ID), token, "", 200, nil)
+
 	// Dead letters: listed, requeued once (a repeat is 404 and enqueues
 	// nothing more), deleted, and a missing one is 404.
 	var failed struct{ ID string }
@@ -272,9 +291,13 @@ func TestShippedPermissions(t *testing.T) {
 	for _, producer := range []string{"web", "api", "beat", "client"} {
 		add(producer, sub, "_INBOX.>", "_INBOX_worker.>", "flotilla.exec.>", "tasks.>")
 		add(producer, pub, "dead.default.sys.echo", "events.dead.default.sys.echo", "flotilla.notify.web.x.y",
-			"$JS.API.STREAM.DELETE.TASKS", "$JS.API.STREAM.PURGE.TASKS", "$JS.API.STREAM.UPDATE.TASKS",
+			"$JS.API.STREAM.DELETE.TASKS", "$JS.API.STREAM.UPDATE.TASKS",
 			"$JS.API.CONSUMER.MSG.NEXT.TASKS.q-default", "$JS.API.CONSUMER.DELETE.TASKS.q-default",
-			"$JS.ACK.TASKS.q-default.1.1.1.1.1")
+			"$JS.ACK.TASKS.q-default.1.1.1.1.1", "$KV.flotilla_workers.fake")
+	}
+	for _, producer := range []string{"api", "beat", "client"} {
+		// Only web (the control plane) and admin cancel, purge and pause.
+		add(producer, pub, "$JS.API.STREAM.PURGE.TASKS", "$KV.flotilla_cancel.x", "$JS.API.CONSUMER.PAUSE.TASKS.q-default")
 	}
 	add("web", sub, "_INBOX_api.>", "flotilla.notify.api.>")
 	add("web", pub, "$KV.flotilla_beat.leader", "$JS.API.STREAM.CREATE.KV_flotilla_beat", "$JS.API.STREAM.PURGE.DEAD",
@@ -290,7 +313,10 @@ func TestShippedPermissions(t *testing.T) {
 	add("worker", pub, "_INBOX_web.x", "_INBOX_api.x.y", "$KV.flotilla_beat.leader",
 		"$JS.API.STREAM.DELETE.TASKS", "$JS.API.STREAM.PURGE.DEAD", "$JS.API.STREAM.MSG.DELETE.DEAD",
 		"$JS.API.CONSUMER.CREATE.TASKS.q-evil", "$JS.API.CONSUMER.DELETE.TASKS.q-default",
-		"$JS.API.STREAM.CREATE.EVIL", "delayed.at.x", "$SRV.PING")
+		"$JS.API.STREAM.CREATE.EVIL", "delayed.at.x", "$SRV.PING", "$KV.flotilla_cancel.x",
+		"$JS.API.STREAM.PURGE.TASKS", "$JS.API.CONSUMER.PAUSE.TASKS.q-default")
+	add("web", pub, "$JS.API.STREAM.PURGE.KV_flotilla_cancel", "$JS.API.STREAM.DELETE.KV_flotilla_workers",
+		"$JS.API.CONSUMER.CREATE.TASKS.q-evil")
 	require.GreaterOrEqual(t, len(forbidden), 40)
 
 	conns := map[string]*violations{}

@@ -30,10 +30,11 @@ type Config struct {
 	// ExecTimeout is the default wait, ExecTimeoutMax the largest ?timeout=.
 	ExecTimeout, ExecTimeoutMax time.Duration
 
-	// Auth is auth.AuthNone or auth.AuthToken; Verify checks a token (see
-	// auth.StoreVerifier); Failures limits failed attempts per address.
+	// Auth is auth.AuthNone or auth.AuthRequired (tokens); Verify checks a
+	// token (see auth.StoreVerifier); Failures limits failed attempts per
+	// address. Tokens need the operator role to enqueue and execute.
 	Auth     string
-	Verify   func(ctx context.Context, token string) (name string, err error)
+	Verify   func(ctx context.Context, token string) (auth.Principal, error)
 	Failures auth.FailureLimit
 	// Redis, when set, backs sessions (SessionTTL) and the per-token rate
 	// limit (RateLimit requests per RateWindow; 0 = off) under Prefix.
@@ -70,7 +71,8 @@ func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *
 	if mode == "" {
 		mode = auth.AuthNone
 	}
-	e.Use(auth.Auth(mode, cfg.Verify, log, cfg.Failures))
+	e.Use(auth.Auth(auth.Config{Mode: mode, Verify: cfg.Verify, Failures: cfg.Failures}, log))
+	guard := auth.Guard(nil)
 	if cfg.Redis != nil {
 		e.Use(RateLimit(cfg.Redis, cfg.Prefix, cfg.RateLimit, cfg.RateWindow, log))
 		if cfg.SessionTTL > 0 {
@@ -79,9 +81,9 @@ func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *
 	}
 	e.Use(Timezone())
 	g := e.Group("/api/v1")
-	rest.TaskRoutes{Client: c, MaxBodyBytes: cfg.MaxBodyBytes, Origin: wire.OriginAPI}.Mount(g)
+	rest.TaskRoutes{Client: c, MaxBodyBytes: cfg.MaxBodyBytes, Origin: wire.OriginAPI, Guard: guard}.Mount(g)
 	if cfg.Exec != nil {
-		ExecRoutes{Exec: cfg.Exec, MaxBodyBytes: cfg.MaxBodyBytes, Timeout: cfg.ExecTimeout, MaxTimeout: cfg.ExecTimeoutMax}.Mount(g)
+		ExecRoutes{Exec: cfg.Exec, MaxBodyBytes: cfg.MaxBodyBytes, Timeout: cfg.ExecTimeout, MaxTimeout: cfg.ExecTimeoutMax, Guard: guard}.Mount(g)
 	}
 	return &Server{cfg: cfg, echo: e}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/flotilla/flotilla/internal/attempt"
 	"github.com/flotilla/flotilla/internal/rest"
+	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/wire"
 )
@@ -118,6 +119,8 @@ func fromReply(name string, r wire.ExecReply) (Result, error) {
 			e.Status, e.Code = http.StatusGatewayTimeout, "timeout"
 		case wire.CodeBadRequest:
 			e.Status, e.Code = http.StatusBadRequest, "invalid_field"
+		case wire.CodeCancelled:
+			e.Status, e.Code = http.StatusConflict, "cancelled"
 		default:
 			e.Status, e.Code = http.StatusUnprocessableEntity, "handler_error"
 		}
@@ -135,10 +138,14 @@ type ExecRoutes struct {
 	MaxBodyBytes int64
 	// Timeout is the default wait; MaxTimeout caps ?timeout= (api.exec_timeout, api.exec_timeout_max).
 	Timeout, MaxTimeout time.Duration
+	// Guard decides who may execute (operator).
+	Guard rest.Guard
 }
 
 // Mount adds the route to g (the /api/v1 group).
-func (r ExecRoutes) Mount(g *echo.Group) { g.POST("/exec/:task", r.exec) }
+func (r ExecRoutes) Mount(g *echo.Group) {
+	g.POST("/exec/:task", r.exec, r.Guard.Use("", store.RoleOperator)...)
+}
 
 func (r ExecRoutes) exec(c echo.Context) error {
 	name := c.Param("task")

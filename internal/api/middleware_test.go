@@ -101,11 +101,11 @@ func TestMiddlewareChain(t *testing.T) {
 	ctx := t.Context()
 	st := store.New(storetest.Pool(t))
 	rdb, prefix := resultstest.Client(t)
-	token, _, err := st.TokenCreate(ctx, "ci")
+	token, _, err := st.TokenCreate(ctx, "ci", store.RoleAdmin)
 	require.NoError(t, err)
 
 	e := newEcho(
-		auth.Auth(auth.AuthToken, auth.StoreVerifier(st), zerolog.Nop()),
+		auth.Auth(auth.Config{Mode: auth.AuthToken, Verify: auth.StoreVerifier(st)}, zerolog.Nop()),
 		api.RateLimit(rdb, prefix, 3, time.Hour, zerolog.Nop()),
 		api.Session(rdb, prefix, time.Minute, zerolog.Nop()),
 		api.Timezone(),

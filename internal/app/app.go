@@ -28,9 +28,13 @@ import (
 	"github.com/flotilla/flotilla/internal/beat"
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/config"
+	"github.com/flotilla/flotilla/internal/fleet"
 	"github.com/flotilla/flotilla/internal/jet"
+	"github.com/flotilla/flotilla/internal/limits"
 	"github.com/flotilla/flotilla/internal/logging"
+	"github.com/flotilla/flotilla/internal/queues"
 	"github.com/flotilla/flotilla/internal/rest"
+	"github.com/flotilla/flotilla/internal/revoke"
 	"github.com/flotilla/flotilla/internal/schedule"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
@@ -51,6 +55,8 @@ type Options struct {
 	// Middleware wraps every handler, outermost first, wherever it runs
 	// (queue workers, sync execution, api.exec=local).
 	Middleware []task.Middleware
+	// Version of the binary, shown in the workers list.
+	Version string
 }
 
 // Run runs role ("web", "api", "worker" or "dev") until ctx is done.
@@ -217,17 +223,37 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 			Registry: reg, CheckRegistered: cfg.Tasks.CheckRegistered, Metrics: metrics, RequestTimeout: cfg.RequestTimeout,
 			Listener: ln,
 		}
-		if c.Pool != nil {
-			wcfg.Schedules = store.New(c.Pool)
-			wcfg.Verify = auth.StoreVerifier(store.New(c.Pool))
-		}
 		wcfg.Auth, wcfg.Failures = cfg.Web.Auth, failureLimit(cfg, c)
+		if c.Pool != nil {
+			st := store.New(c.Pool)
+			wcfg.Schedules, wcfg.Verify, wcfg.Audit = st, auth.StoreVerifier(st), st
+			if cfg.Web.Auth != auth.AuthNone && c.Redis != nil {
+				wcfg.Sessions = auth.NewSessions(auth.SessionConfig{
+					Redis: c.Redis, Prefix: cfg.Redis.Prefix, Idle: cfg.Web.SessionIdle, Max: cfg.Web.SessionMax,
+					Secure: cfg.Web.CookieSecure, Failures: wcfg.Failures,
+				}, st, log)
+			}
+		}
+		if cfg.Web.Auth == auth.AuthNone {
+			log.Warn().Msg("web.auth=none: AUTHENTICATION IS OFF — anyone who reaches web may do everything (development only; production runs with web.auth=required)")
+		}
 		wcfg.BeatLeader = func(ctx context.Context) (string, error) { return beat.Leader(ctx, c.JS) }
 		cl := NewClient(cfg, c, reg)
 		wcfg.Operator = operator{js: c.JS, cl: cl}
+		qs := queues.New(c.JS)
+		wcfg.Queues, wcfg.Workers = qs, fleet.Reader{JS: c.JS}
+		if c.Results != nil {
+			wcfg.Canceller = revoke.New(c.JS, c.Results, jet.NewEvents(c.NC, cfg.Tasks.Events))
+		}
 		s := web.New(wcfg, cl, checks(c, true), log)
 		log.Info().Str("addr", cfg.Web.Addr).Msg("web listening")
-		return s.Run, nil
+		return func(ctx context.Context) error {
+			go qs.Run(ctx)
+			if c.Results != nil {
+				go c.Results.TrimEvery(ctx, time.Minute)
+			}
+			return s.Run(ctx)
+		}, nil
 	case config.RoleAPI:
 		acfg := api.Config{Addr: cfg.API.Addr, MaxBodyBytes: cfg.Tasks.MaxBodyBytes, ShutdownTimeout: cfg.ShutdownTimeout,
 			Exec: Executor(cfg, c, reg, opts.Middleware, metrics, log), ExecTimeout: cfg.API.ExecTimeout, ExecTimeoutMax: cfg.API.ExecTimeoutMax,
@@ -248,7 +274,11 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 			}
 		}
 		wc := WorkerConfig(cfg)
-		wc.Middleware, wc.Metrics = opts.Middleware, metrics
+		wc.Middleware, wc.Metrics, wc.Version = opts.Middleware, metrics, opts.Version
+		if c.Redis != nil {
+			wc.Limiter = limits.New(c.Redis, cfg.Redis.Prefix)
+		}
+		ConfigureLimits(cfg, reg, log)
 		w := worker.New(c.NC, c.JS, reg, c.Results, log, wc)
 		return withHealth(w.Run, "worker", ln, cfg, checks(c, false), nil, metrics, log), nil
 	case config.RoleBeat:
@@ -322,6 +352,24 @@ func Executor(cfg config.Config, c *Conns, reg *task.Registry, mw []task.Middlew
 	return r
 }
 
+// ConfigureLimits applies tasks.limits to the registered tasks (a name
+// this binary does not register is logged and skipped).
+func ConfigureLimits(cfg config.Config, reg *task.Registry, log zerolog.Logger) {
+	for _, s := range cfg.Tasks.Limits {
+		l, _ := config.ParseTaskLimit(s) // validated
+		var opts []task.Option
+		if !l.Rate.IsZero() {
+			opts = append(opts, task.WithRateLimit(l.Rate.N, l.Rate.Per))
+		}
+		if l.Concurrency > 0 {
+			opts = append(opts, task.WithConcurrencyLimit(l.Concurrency))
+		}
+		if err := reg.Configure(l.Task, opts...); err != nil {
+			log.Warn().Str("task", l.Task).Msg("tasks.limits names a task this binary does not register; ignored")
+		}
+	}
+}
+
 // WorkerConfig derives the worker's settings from cfg.
 func WorkerConfig(cfg config.Config) worker.Config {
 	return worker.Config{
@@ -336,6 +384,10 @@ func WorkerConfig(cfg config.Config) worker.Config {
 func printBanner(w io.Writer, cfg config.Config, c *Conns) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nFlotilla dev is running (web, api, worker and beat on one embedded NATS server)\n")
+	if cfg.Web.Auth == auth.AuthNone || cfg.API.Auth == auth.AuthNone {
+		fmt.Fprintf(&b, "  !! AUTHENTICATION IS OFF (web.auth=%s, api.auth=%s): anyone who can reach these ports may do everything.\n", cfg.Web.Auth, cfg.API.Auth)
+		fmt.Fprintf(&b, "  !! Fine on a laptop; never expose dev. Create accounts with `flotilla user add NAME --role admin`.\n")
+	}
 	fmt.Fprintf(&b, "  web     http://%s   (tasks, schedules, queues, dead letters, /healthz, /readyz, /metrics)\n", hostPort(cfg.Web.Addr))
 	fmt.Fprintf(&b, "  api     http://%s   (POST /api/v1/exec/{task}: run a task and wait for its result)\n", hostPort(cfg.API.Addr))
 	fmt.Fprintf(&b, "  worker  http://%s/healthz   queues=%s concurrency=%d\n", hostPort(cfg.Worker.Addr), strings.Join(cfg.Worker.Queues, ","), cfg.Worker.Concurrency)
@@ -364,20 +416,12 @@ func hostPort(addr string) string {
 	return addr
 }
 
-func portOf(addr string) string {
-	if i := strings.LastIndex(addr, ":"); i >= 0 {
-		return addr[i:]
-	}
-	return addr
-}
-
 // operator serves web's queue and dead-letter endpoints.
 type operator struct {
 	js jetstream.JetStream
 	cl *client.Client
 }
 
-func (o operator) Queues(ctx context.Context) ([]jet.QueueInfo, error) { return jet.Queues(ctx, o.js) }
 func (o operator) Dead(ctx context.Context, limit int) ([]wire.DeadLetter, error) {
 	return jet.ListDead(ctx, o.js, limit)
 }

@@ -100,7 +100,7 @@ func Open(ctx context.Context, cfg config.Config, n Needs) (_ *Conns, err error)
 			return c, err
 		}
 		if cfg.Tasks.Results {
-			c.Results = results.New(c.Redis, results.Config{Prefix: cfg.Redis.Prefix, TTL: cfg.Tasks.ResultTTL, ErrorFunc: n.ResultErrors})
+			c.Results = results.New(c.Redis, results.Config{Prefix: cfg.Redis.Prefix, TTL: cfg.Tasks.ResultTTL, ErrorFunc: n.ResultErrors, NoIndex: !cfg.Tasks.Index})
 		}
 	}
 	if n.Postgres {
@@ -139,6 +139,7 @@ func TopologyParams(cfg config.Config) jet.TopologyParams {
 	return jet.TopologyParams{
 		Replicas: cfg.NATS.Replicas, TaskMaxMsgs: cfg.NATS.TaskStreamMaxMsgs,
 		TaskMaxBytes: cfg.NATS.TaskStreamMaxBytes, AckWait: cfg.NATS.AckWait, LeaseTTL: cfg.Beat.LeaseTTL,
+		CancelTTL: cfg.Tasks.CancelTTL,
 	}
 }
 

@@ -24,6 +24,12 @@ import (
 	"github.com/flotilla/flotilla/internal/wire"
 )
 
+// CancelGrace is how long a handler whose task was cancelled (its context's
+// cause is task.ErrCancelled) may take to return before its attempt is
+// finished without it, when Grace is longer: a cancel takes effect within
+// a second.
+const CancelGrace = 500 * time.Millisecond
+
 // DefaultGrace is how long a handler whose context ended may take to return
 // before its attempt is finished without it (tasks.timeout_grace).
 const DefaultGrace = 5 * time.Second
@@ -156,8 +162,14 @@ const (
 //   - the handler returned before its deadline: its result, or its error;
 //   - the deadline passed first: a [TimeoutError], even if the handler
 //     returns a result later within the grace period — the deadline is the
-//     contract.
+//     contract;
+//   - the task was cancelled (ctx's cause is task.ErrCancelled) and the
+//     handler returned an error: that error wrapped with
+//     task.ErrCancelled (a handler that finished its work anyway
+//     succeeds).
 //
+// A cancelled handler has [CancelGrace] instead of Grace when that is
+// shorter.
 // A handler that has not returned Grace after its context ended (deadline,
 // caller gone, shutdown) is abandoned: the attempt ends as a
 // [TimeoutError] (or the context's error) marked Abandoned, counted in
@@ -194,6 +206,9 @@ func (r *Runner) Run(ctx context.Context, def *task.Definition, env *task.Envelo
 		return o, true
 	}
 	if err != nil {
+		if errors.Is(context.Cause(hctx), task.ErrCancelled) && !errors.Is(err, task.ErrCancelled) {
+			err = fmt.Errorf("%w: %w", task.ErrCancelled, err)
+		}
 		o.Err, o.ErrorType = err, task.ErrorType(err)
 		return o, true
 	}
@@ -221,6 +236,7 @@ func (r *Runner) Exec(ctx context.Context, def *task.Definition, env *task.Envel
 	reply := wire.ExecReply{ID: env.ID, Worker: r.cfg.Worker, Started: o.Start, Finished: o.End, Result: o.Result}
 	u := results.Update{Task: env.Name, Queue: env.Queue, Attempts: env.Attempt, EnqueuedAt: env.EnqueuedAt,
 		StartedAt: o.Start, FinishedAt: o.End, Worker: r.cfg.Worker}
+	hist := &results.Attempt{Attempt: env.Attempt, Worker: r.cfg.Worker, StartedAt: o.Start, FinishedAt: o.End, Outcome: OutcomeSuccess}
 	ev := wire.Event{ID: env.ID, Task: env.Name, Queue: env.Queue, Time: o.End, Attempt: env.Attempt,
 		Origin: env.Origin, Worker: r.cfg.Worker, RuntimeS: o.Runtime().Seconds()}
 	if o.Err == nil {
@@ -230,14 +246,21 @@ func (r *Runner) Exec(ctx context.Context, def *task.Definition, env *task.Envel
 		log.Debug().Dur("runtime", o.Runtime()).Msg("sync task succeeded")
 	} else {
 		reply.Code, reply.Error, reply.ErrorType = wire.CodeHandlerError, o.Err.Error(), o.ErrorType
-		if o.ErrorType == task.ErrorTypeTimeout {
-			reply.Code = wire.CodeTimeout
-		}
 		u.State, u.Error = task.StateFailure, reply.Error
 		ev.Kind, ev.Error, ev.ErrorType = wire.EventFailed, reply.Error, o.ErrorType
-		r.cfg.Metrics.Observe(env, OutcomeFailure, o.Runtime())
+		outcome := OutcomeFailure
+		switch o.ErrorType {
+		case task.ErrorTypeTimeout:
+			reply.Code = wire.CodeTimeout
+		case task.ErrorTypeCancelled:
+			reply.Code = wire.CodeCancelled
+			u.State, ev.Kind, outcome = task.StateCancelled, wire.EventCancelled, OutcomeCancelled
+		}
+		r.cfg.Metrics.Observe(env, outcome, o.Runtime())
+		hist.Outcome, hist.Error, hist.ErrorType = outcome, reply.Error, o.ErrorType
 		LogFailure(log, o).Msg("sync task failed")
 	}
+	u.Attempt = hist
 	if r.cfg.Store != nil && !def.Options.NoResult && env.ID != "" {
 		// Queued before the reply goes out; the batching writer stores it
 		// within about a millisecond.

@@ -21,9 +21,11 @@ const (
 	OutcomeExpired = "expired"
 	// OutcomeFailure: a synchronous execution failed.
 	OutcomeFailure = "failure"
+	// OutcomeCancelled: the task was cancelled before or while it ran.
+	OutcomeCancelled = "cancelled"
 )
 
-var outcomes = []string{OutcomeSuccess, OutcomeRetry, OutcomeDead, OutcomeExpired, OutcomeFailure}
+var outcomes = []string{OutcomeSuccess, OutcomeRetry, OutcomeDead, OutcomeExpired, OutcomeFailure, OutcomeCancelled}
 
 // Metrics are the task metrics of one role: flotilla_tasks_total,
 // flotilla_task_duration_seconds and flotilla_tasks_abandoned_total. A nil
@@ -46,7 +48,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flotilla_tasks_total",
-			Help: "Task attempts finished, by outcome (success, retry, dead, expired; failure for synchronous executions).",
+			Help: "Task attempts finished, by outcome (success, retry, dead, expired, cancelled; failure for synchronous executions).",
 		}, []string{"queue", "task", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "flotilla_task_duration_seconds",

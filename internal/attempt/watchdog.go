@@ -132,17 +132,21 @@ func (d *watchdog) check(w *watch, now time.Time) func() {
 		}
 		ended = w.doneAt
 	}
-	if now.Sub(ended) < d.grace || !w.state.CompareAndSwap(running, abandonedState) {
+	grace := d.grace
+	if errors.Is(context.Cause(w.ctx), task.ErrCancelled) {
+		grace = min(grace, CancelGrace)
+	}
+	if now.Sub(ended) < grace || !w.state.CompareAndSwap(running, abandonedState) {
 		return nil
 	}
 	a := Outcome{Start: w.start, End: now, Abandoned: true}
 	if timedOut {
 		a.Err = &TimeoutError{After: w.allowed, Abandoned: true, Grace: d.grace}
 	} else {
-		a.Err = fmt.Errorf("cancelled (%w); the handler ignored its context and was abandoned %s later", context.Cause(w.ctx), d.grace)
+		a.Err = fmt.Errorf("cancelled (%w); the handler ignored its context and was abandoned %s later", context.Cause(w.ctx), grace)
 	}
 	a.ErrorType = task.ErrorType(a.Err)
-	env, log, abandoned, grace := w.env, w.log, w.abandoned, d.grace
+	env, log, abandoned := w.env, w.log, w.abandoned
 	return func() {
 		d.metrics.abandon(env)
 		log.Error().Err(a.Err).Dur("grace", grace).

@@ -97,9 +97,9 @@ func TestAuthToken(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	st := store.New(storetest.Pool(t))
-	valid, _, err := st.TokenCreate(ctx, "ci")
+	valid, _, err := st.TokenCreate(ctx, "ci", store.RoleAdmin)
 	require.NoError(t, err)
-	revoked, _, err := st.TokenCreate(ctx, "old")
+	revoked, _, err := st.TokenCreate(ctx, "old", store.RoleAdmin)
 	require.NoError(t, err)
 	require.NoError(t, st.TokenRevoke(ctx, "old"))
 	wrong := valid[:len(valid)-4] + "aaaa"
@@ -108,7 +108,7 @@ func TestAuthToken(t *testing.T) {
 	}
 
 	var logs syncBuffer
-	e := newEcho(auth.Auth(auth.AuthToken, auth.StoreVerifier(st), zerolog.New(&logs)))
+	e := newEcho(auth.Auth(auth.Config{Mode: auth.AuthToken, Verify: auth.StoreVerifier(st)}, zerolog.New(&logs)))
 
 	ok := []struct {
 		name   string
@@ -178,8 +178,8 @@ func TestAuthToken(t *testing.T) {
 func TestAuthLogsForwardedAddress(t *testing.T) {
 	t.Parallel()
 	var logs syncBuffer
-	verify := func(context.Context, string) (string, error) { return "", auth.ErrInvalidToken }
-	e := newEcho(auth.Auth(auth.AuthToken, verify, zerolog.New(&logs)))
+	verify := func(context.Context, string) (auth.Principal, error) { return auth.Principal{}, auth.ErrInvalidToken }
+	e := newEcho(auth.Auth(auth.Config{Mode: auth.AuthToken, Verify: verify}, zerolog.New(&logs)))
 	rec := do(e, http.MethodGet, "/api/v1/whoami", "X-API-Token", "secret-text", "X-Forwarded-For", "203.0.113.9")
 	require.Equal(t, http.StatusUnauthorized, rec.Code)
 	lines := logs.lines(t)
@@ -192,8 +192,11 @@ func TestAuthLogsForwardedAddress(t *testing.T) {
 func TestAuthNone(t *testing.T) {
 	t.Parallel()
 	called := false
-	verify := func(context.Context, string) (string, error) { called = true; return "x", nil }
-	e := newEcho(auth.Auth(auth.AuthNone, verify, zerolog.Nop()))
+	verify := func(context.Context, string) (auth.Principal, error) {
+		called = true
+		return auth.Principal{Name: "x"}, nil
+	}
+	e := newEcho(auth.Auth(auth.Config{Mode: auth.AuthNone, Verify: verify}, zerolog.Nop()))
 	for _, h := range [][]string{nil, {"Authorization", "Bearer whatever"}} {
 		rec := do(e, http.MethodGet, "/api/v1/whoami", h...)
 		require.Equal(t, http.StatusOK, rec.Code)
@@ -205,10 +208,10 @@ func TestAuthNone(t *testing.T) {
 func TestAuthVerifyFails(t *testing.T) {
 	t.Parallel()
 	var logs syncBuffer
-	verify := func(context.Context, string) (string, error) {
-		return "", errors.New("postgresql at 127.0.0.1:5432 is not reachable")
+	verify := func(context.Context, string) (auth.Principal, error) {
+		return auth.Principal{}, errors.New("postgresql at 127.0.0.1:5432 is not reachable")
 	}
-	e := newEcho(auth.Auth(auth.AuthToken, verify, zerolog.New(&logs)))
+	e := newEcho(auth.Auth(auth.Config{Mode: auth.AuthToken, Verify: verify}, zerolog.New(&logs)))
 	rec := do(e, http.MethodGet, "/api/v1/whoami", "Authorization", "Bearer flt_secret")
 	require.Equal(t, http.StatusServiceUnavailable, rec.Code, "never let through unverified")
 	require.Equal(t, "auth_unavailable", decodeError(t, rec).Code)
@@ -221,30 +224,30 @@ func TestAuthVerifyFails(t *testing.T) {
 
 func TestAuthPanicsOnBadMode(t *testing.T) {
 	t.Parallel()
-	require.Panics(t, func() { auth.Auth("basic", nil, zerolog.Nop()) })
-	require.Panics(t, func() { auth.Auth(auth.AuthToken, nil, zerolog.Nop()) })
+	require.Panics(t, func() { auth.Auth(auth.Config{Mode: "basic", Verify: nil}, zerolog.Nop()) })
+	require.Panics(t, func() { auth.Auth(auth.Config{Mode: auth.AuthToken, Verify: nil}, zerolog.Nop()) })
 }
 
 func TestStoreVerifier(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	st := store.New(storetest.Pool(t))
-	plain, _, err := st.TokenCreate(ctx, "svc")
+	plain, _, err := st.TokenCreate(ctx, "svc", store.RoleViewer)
 	require.NoError(t, err)
 	verify := auth.StoreVerifier(st)
-	name, err := verify(ctx, plain)
+	p, err := verify(ctx, plain)
 	require.NoError(t, err)
-	require.Equal(t, "svc", name)
+	require.Equal(t, auth.Principal{Name: "svc", Kind: auth.KindToken, Role: store.RoleViewer}, p)
 	_, err = verify(ctx, "flt_nope")
 	require.ErrorIs(t, err, auth.ErrInvalidToken)
 }
 
 func TestAuthStoreNotFoundIs401(t *testing.T) {
 	t.Parallel()
-	verify := func(context.Context, string) (string, error) {
-		return "", fmt.Errorf("verify token: %w", store.ErrNotFound)
+	verify := func(context.Context, string) (auth.Principal, error) {
+		return auth.Principal{}, fmt.Errorf("verify token: %w", store.ErrNotFound)
 	}
-	e := newEcho(auth.Auth(auth.AuthToken, verify, zerolog.Nop()))
+	e := newEcho(auth.Auth(auth.Config{Mode: auth.AuthToken, Verify: verify}, zerolog.Nop()))
 	rec := do(e, http.MethodGet, "/api/v1/whoami", "Authorization", "Bearer x")
 	require.Equal(t, http.StatusUnauthorized, rec.Code)
 	require.Equal(t, "unauthorized", decodeError(t, rec).Code)

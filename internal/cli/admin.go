@@ -86,8 +86,8 @@ func streamsCmd(env Env, rf *rootFlags) *cobra.Command {
 			for _, q := range queues {
 				fmt.Fprintf(cmd.OutOrStdout(), "consumer %s on %s: filter %s\n", wire.ConsumerName(q), wire.StreamTasks, wire.QueueFilter(q))
 			}
-			if l := c.Topology.Lease; l.Bucket != "" {
-				fmt.Fprintf(cmd.OutOrStdout(), "kv bucket %s: beat's lease, ttl %s, replicas %d\n", l.Bucket, l.TTL, l.Replicas)
+			for _, kc := range c.Topology.Buckets() {
+				fmt.Fprintf(cmd.OutOrStdout(), "kv bucket %s: %s, ttl %s, replicas %d\n", kc.Bucket, kc.Description, kc.TTL, kc.Replicas)
 			}
 			return nil
 		},
@@ -180,7 +180,7 @@ func taskCmd(env Env, rf *rootFlags) *cobra.Command {
 			return printJSON(cmd, st)
 		},
 	}
-	cmd.AddCommand(send, get)
+	cmd.AddCommand(send, get, taskCancelCmd(rf), taskLsCmd(env, rf))
 	return cmd
 }
 

@@ -27,6 +27,7 @@ type Env struct {
 	Schedules []schedule.Schedule
 	// Middleware wraps every handler, outermost first.
 	Middleware []task.Middleware
+	Stdin      io.Reader
 	Stdout     io.Writer
 	Stderr     io.Writer
 }
@@ -53,6 +54,9 @@ func Run(ctx context.Context, env Env, args []string) error {
 	}
 	root := newRoot(env)
 	root.SetArgs(args)
+	if env.Stdin != nil {
+		root.SetIn(env.Stdin)
+	}
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
 	return root.ExecuteContext(ctx)
@@ -85,13 +89,16 @@ func newRoot(env Env) *cobra.Command {
 		roleCmd(env, rf, config.RoleDev, "Run every role in one process on an embedded NATS server", nil),
 		roleCmd(env, rf, config.RoleWeb, "Run the web role (HTTP on :8080)", addrFlag("web.addr")),
 		roleCmd(env, rf, config.RoleAPI, "Run the kernel API role (HTTP on :8081)", addrFlag("api.addr")),
-		roleCmd(env, rf, config.RoleWorker, "Run a worker for some queues", workerFlags),
+		roleCmd(env, rf, config.RoleWorker, "Run a worker for some queues (worker ls: list the live workers)", workerFlags),
 		roleCmd(env, rf, config.RoleBeat, "Run the periodic scheduler (one replica leads, the others stand by)", addrFlag("beat.addr")),
 		streamsCmd(env, rf),
 		taskCmd(env, rf),
 		migrateCmd(env, rf),
 		scheduleCmd(env, rf),
 		tokenCmd(rf),
+		userCmd(rf),
+		queueCmd(rf),
+		auditCmd(rf),
 		configCmd(env, rf),
 		healthCmd(env, rf),
 		doctorCmd(env, rf),
@@ -149,11 +156,14 @@ func roleCmd(env Env, rf *rootFlags, role, short string, add flagAdder) *cobra.C
 			if err != nil {
 				return err
 			}
-			return app.Run(cmd.Context(), cfg, app.Options{Registry: env.Registry, Stdout: env.Stdout, Schedules: env.Schedules, Middleware: env.Middleware})
+			return app.Run(cmd.Context(), cfg, app.Options{Registry: env.Registry, Stdout: env.Stdout, Schedules: env.Schedules, Middleware: env.Middleware, Version: Version})
 		},
 	}
 	if add != nil {
 		keys = add(cmd)
+	}
+	if role == config.RoleWorker {
+		cmd.AddCommand(workerLsCmd(rf))
 	}
 	if role == config.RoleDev {
 		cmd.Flags().StringSlice("queues", nil, "queues the dev worker consumes (worker.queues)")

@@ -113,6 +113,7 @@ func scheduleAddCmd(env Env, rf *rootFlags) *cobra.Command {
 			}
 			defer pool.Close()
 			out, err := st.ScheduleCreate(cmd.Context(), sc)
+			cliAudit(cmd, st, "schedule.create", sc.Name, err)
 			if err != nil {
 				return invalidSchedule(err)
 			}
@@ -144,10 +145,12 @@ func scheduleRmCmd(rf *rootFlags) *cobra.Command {
 		Short: "Delete a runtime schedule (schedules declared in code can only be disabled)",
 		Args:  cobra.ExactArgs(1),
 		RunE: withStore(rf, func(cmd *cobra.Command, a []string, st *store.Store) error {
-			if err := st.ScheduleDelete(cmd.Context(), a[0]); err != nil {
+			err := st.ScheduleDelete(cmd.Context(), a[0])
+			cliAudit(cmd, st, "schedule.delete", a[0], err)
+			if err != nil {
 				return err
 			}
-			_, err := fmt.Fprintf(cmd.OutOrStdout(), "deleted schedule %s\n", a[0])
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "deleted schedule %s\n", a[0])
 			return err
 		}),
 	}
@@ -164,6 +167,11 @@ func scheduleEnableCmd(rf *rootFlags, enable bool) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: withStore(rf, func(cmd *cobra.Command, a []string, st *store.Store) error {
 			sc, err := st.ScheduleSetEnabled(cmd.Context(), a[0], enable)
+			action := "schedule.enable"
+			if !enable {
+				action = "schedule.disable"
+			}
+			cliAudit(cmd, st, action, a[0], err)
 			if err != nil {
 				return err
 			}
@@ -189,13 +197,15 @@ func scheduleRunCmd(env Env, rf *rootFlags) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			sc, err := store.New(c.Pool).ScheduleGet(cmd.Context(), a[0])
+			st := store.New(c.Pool)
+			sc, err := st.ScheduleGet(cmd.Context(), a[0])
 			if err != nil {
 				return err
 			}
 			res, err := app.NewClient(cfg, c, env.Registry).Enqueue(cmd.Context(), client.Request{
 				Task: sc.Task, Queue: sc.Queue, Args: sc.Args, Origin: wire.OriginBeat(sc.Name),
 			})
+			cliAudit(cmd, st, "schedule.run", sc.Name, err)
 			if err != nil {
 				return cliErr(fmt.Errorf("schedule %s: %w", sc.Name, err))
 			}

@@ -71,7 +71,10 @@ func TestMigrateCommand(t *testing.T) {
 	out = b.mustRun(t, "migrate", "status")
 	require.Regexp(t, `(?m)^1\s+00001_schedules.sql\s+applied\s+\d{4}-`, out)
 	require.Regexp(t, `(?m)^2\s+00002_api_tokens.sql\s+applied\s+\d{4}-`, out)
+	require.Regexp(t, `(?m)^3\s+00003_accounts.sql\s+applied\s+\d{4}-`, out)
 
+	out = b.mustRun(t, "migrate", "down")
+	require.Contains(t, out, "rolled back 00003_accounts.sql")
 	out = b.mustRun(t, "migrate", "down")
 	require.Contains(t, out, "rolled back 00002_api_tokens.sql")
 	out = b.mustRun(t, "migrate", "down")
@@ -84,6 +87,7 @@ func TestMigrateCommand(t *testing.T) {
 	out = b.mustRun(t, "migrate", "up")
 	require.Contains(t, out, "applied 00001_schedules.sql")
 	require.Contains(t, out, "applied 00002_api_tokens.sql")
+	require.Contains(t, out, "applied 00003_accounts.sql")
 
 	_, err = b.run(t, "migrate", "sideways")
 	require.ErrorContains(t, err, `invalid argument "sideways"`)

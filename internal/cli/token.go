@@ -13,10 +13,11 @@ import (
 func tokenCmd(rf *rootFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "token",
-		Short: "Manage the api role's API tokens in PostgreSQL (create, ls, revoke)",
-		Long: `Manage the tokens that callers of the api role present when api.auth is
-"token" (FLOTILLA_API_AUTH=token, the default outside dev), as
-"Authorization: Bearer <token>" or "X-API-Token: <token>".
+		Short: "Manage API tokens of web and api in PostgreSQL (create, ls, revoke)",
+		Long: `Manage the tokens that programs present to the api and web roles when
+authentication is on (the default outside dev), as "Authorization: Bearer
+<token>" or "X-API-Token: <token>". Each token has a role: admin (everything),
+operator (enqueue, cancel, retry, pause, schedules) or viewer (read only).
 
 Only a SHA-256 digest of each token is stored: a token is printed once, when
 it is created, and cannot be shown again. Revoking takes effect at once.`,
@@ -26,9 +27,9 @@ it is created, and cannot be shown again. Revoking takes effect at once.`,
 }
 
 func tokenCreateCmd(rf *rootFlags) *cobra.Command {
-	var name string
+	var name, role string
 	cmd := &cobra.Command{
-		Use:   "create --name NAME",
+		Use:   "create --name NAME [--role admin|operator|viewer]",
 		Short: "Create a token and print it (once: it cannot be shown again)",
 		Long: `Create a token called NAME and print it on standard output, alone on its
 line, so that scripts can capture it; the note that it cannot be shown again
@@ -37,9 +38,13 @@ goes to standard error.`,
   TOKEN=$(flotilla token create --name billing-service)`,
 		Args: cobra.NoArgs,
 		RunE: withStore(rf, func(cmd *cobra.Command, _ []string, st *store.Store) error {
-			plain, tok, err := st.TokenCreate(cmd.Context(), name)
+			plain, tok, err := st.TokenCreate(cmd.Context(), name, role)
+			cliAudit(cmd, st, "token.create", name, err)
 			if errors.Is(err, store.ErrInvalidTokenName) {
 				return fmt.Errorf("--name: %q %w", name, store.ErrInvalidTokenName)
+			}
+			if errors.Is(err, store.ErrInvalidRole) {
+				return fmt.Errorf("--role: %q: %w", role, store.ErrInvalidRole)
 			}
 			if err != nil {
 				return err
@@ -48,12 +53,13 @@ goes to standard error.`,
 				return err
 			}
 			_, err = fmt.Fprintf(cmd.ErrOrStderr(),
-				"Created API token %s (%s…). Store it now: it cannot be shown again, only its digest is kept.\n",
-				tok.Name, tok.Prefix)
+				"Created API token %s (%s…, role %s). Store it now: it cannot be shown again, only its digest is kept.\n",
+				tok.Name, tok.Prefix, tok.Role)
 			return err
 		}),
 	}
 	cmd.Flags().StringVar(&name, "name", "", "unique name of the token, e.g. ci or billing-service (required)")
+	cmd.Flags().StringVar(&role, "role", store.RoleAdmin, "what the token may do: admin, operator or viewer")
 	_ = cmd.MarkFlagRequired("name")
 	return cmd
 }
@@ -76,13 +82,13 @@ func tokenLsCmd(rf *rootFlags) *cobra.Command {
 				return printJSON(cmd, toks)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tPREFIX\tSTATUS\tCREATED\tLAST USED\tREVOKED")
+			fmt.Fprintln(tw, "NAME\tROLE\tPREFIX\tSTATUS\tCREATED\tLAST USED\tREVOKED")
 			for _, t := range toks {
 				status := "active"
 				if t.RevokedAt != nil {
 					status = "revoked"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Prefix, status,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Role, t.Prefix, status,
 					timeOrDash(&t.CreatedAt), timeOrDash(t.LastUsedAt), timeOrDash(t.RevokedAt))
 			}
 			return tw.Flush()
@@ -98,10 +104,12 @@ func tokenRevokeCmd(rf *rootFlags) *cobra.Command {
 		Short: "Revoke a token: requests presenting it are refused from now on",
 		Args:  cobra.ExactArgs(1),
 		RunE: withStore(rf, func(cmd *cobra.Command, a []string, st *store.Store) error {
-			if err := st.TokenRevoke(cmd.Context(), a[0]); err != nil {
+			err := st.TokenRevoke(cmd.Context(), a[0])
+			cliAudit(cmd, st, "token.revoke", a[0], err)
+			if err != nil {
 				return err
 			}
-			_, err := fmt.Fprintf(cmd.OutOrStdout(), "revoked token %s\n", a[0])
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "revoked token %s\n", a[0])
 			return err
 		}),
 	}

@@ -25,7 +25,7 @@ func TestTokenCommands(t *testing.T) {
 	plain := strings.TrimSuffix(out.String(), "\n")
 	require.Regexp(t, `^flt_[a-z2-7]{52}$`, plain)
 	require.Contains(t, errOut.String(), "cannot be shown again")
-	require.Contains(t, errOut.String(), "ci ("+plain[:8]+"…)")
+	require.Contains(t, errOut.String(), "ci ("+plain[:8]+"…, role admin)")
 	require.NotContains(t, errOut.String(), plain[8:])
 
 	tok, err := st.TokenVerify(t.Context(), plain)
@@ -59,9 +59,9 @@ func TestTokenCommands(t *testing.T) {
 	require.NotContains(t, ls, plain[8:])
 	lines := strings.Split(strings.TrimSpace(ls), "\n")
 	require.Len(t, lines, 3, ls)
-	require.Regexp(t, `^NAME\s+PREFIX\s+STATUS\s+CREATED\s+LAST USED\s+REVOKED$`, lines[0])
-	require.Regexp(t, `^billing\s+flt_[a-z2-7]{4}\s+active\s+\d{4}-\S+\s+-\s+-$`, lines[1])
-	require.Regexp(t, `^ci\s+`+plain[:8]+`\s+revoked\s+\d{4}-\S+\s+\d{4}-\S+\s+\d{4}-\S+$`, lines[2])
+	require.Regexp(t, `^NAME\s+ROLE\s+PREFIX\s+STATUS\s+CREATED\s+LAST USED\s+REVOKED$`, lines[0])
+	require.Regexp(t, `^billing\s+admin\s+flt_[a-z2-7]{4}\s+active\s+\d{4}-\S+\s+-\s+-$`, lines[1])
+	require.Regexp(t, `^ci\s+admin\s+`+plain[:8]+`\s+revoked\s+\d{4}-\S+\s+\d{4}-\S+\s+\d{4}-\S+$`, lines[2])
 
 	var list []store.Token
 	require.NoError(t, json.Unmarshal([]byte(b.mustRun(t, "token", "ls", "--json")), &list))
@@ -76,5 +76,5 @@ func TestTokenLsEmpty(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	require.Equal(t, "[]\n", b.mustRun(t, "token", "ls", "--json"))
-	require.Regexp(t, `^NAME\s+PREFIX`, b.mustRun(t, "token", "ls"))
+	require.Regexp(t, `^NAME\s+ROLE\s+PREFIX`, b.mustRun(t, "token", "ls"))
 }

@@ -103,6 +103,8 @@ type Client struct {
 	muxPrefix string
 	mu        sync.Mutex
 	waiters   map[string]chan results.State
+
+	waits waits
 }
 
 // New returns a client. store may be nil when results are off.
@@ -310,7 +312,7 @@ func (c *Client) msg(p *Prepared, notify string) *nats.Msg {
 	if p.runAt.IsZero() {
 		return wire.NewTaskMsg(p.subject, p.env, p.msgID, notify)
 	}
-	return wire.NewTaskMsg(wire.DelayedSubject(p.env.ID), p.env, p.msgID, notify)
+	return wire.NewTaskMsg(wire.DelayedSubject(p.env.Queue, p.env.ID), p.env, p.msgID, notify)
 }
 
 func (c *Client) pubOpts(p *Prepared) []jetstream.PublishOpt {
@@ -323,7 +325,7 @@ func (c *Client) pubOpts(p *Prepared) []jetstream.PublishOpt {
 	if at.Before(p.runAt) {
 		at = at.Add(time.Second)
 	}
-	return []jetstream.PublishOpt{jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(wire.DueSubject(p.env.ID))}
+	return []jetstream.PublishOpt{jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(wire.DueSubject(p.env.Queue, p.env.ID))}
 }
 
 // Enqueue validates r, records the task as PENDING and publishes it. Errors:

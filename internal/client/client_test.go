@@ -455,10 +455,10 @@ func TestDelayed(t *testing.T) {
 			require.Equal(t, task.StatePending, st.State)
 
 			// The schedule waits in DELAYED; nothing is on TASKS yet.
-			at, err := b.lastMsg(t, wire.StreamDelayed, wire.DelayedSubject(res.ID))
+			at, err := b.lastMsg(t, wire.StreamDelayed, wire.DelayedSubject("default", res.ID))
 			if err == nil {
 				require.Equal(t, res.ID, at.Header.Get(wire.HeaderID))
-				require.Equal(t, wire.DueSubject(res.ID), at.Header.Get(jetstream.ScheduleTargetHeader))
+				require.Equal(t, wire.DueSubject("default", res.ID), at.Header.Get(jetstream.ScheduleTargetHeader))
 				require.True(t, strings.HasPrefix(at.Header.Get(jetstream.ScheduleHeader), "@at "), at.Header.Get(jetstream.ScheduleHeader))
 			} else {
 				// Only acceptable if it already fired.
@@ -470,7 +470,7 @@ func TestDelayed(t *testing.T) {
 			// headers, and removes the schedule.
 			var due *jetstream.RawStreamMsg
 			require.Eventually(t, func() bool {
-				due, err = b.lastMsg(t, wire.StreamDelayed, wire.DueSubject(res.ID))
+				due, err = b.lastMsg(t, wire.StreamDelayed, wire.DueSubject("default", res.ID))
 				return err == nil
 			}, 5*time.Second, 20*time.Millisecond)
 			require.Equal(t, task.DefaultQueue, due.Header.Get(wire.HeaderQueue), "off tasks.<queue>.<task>, the queue travels in a header")
@@ -481,7 +481,7 @@ func TestDelayed(t *testing.T) {
 			require.Equal(t, task.DefaultQueue, env.Queue)
 			require.JSONEq(t, `{"to":"x"}`, string(env.Args))
 			require.Eventually(t, func() bool {
-				_, err := b.lastMsg(t, wire.StreamDelayed, wire.DelayedSubject(res.ID))
+				_, err := b.lastMsg(t, wire.StreamDelayed, wire.DelayedSubject("default", res.ID))
 				return errors.Is(err, jetstream.ErrMsgNotFound)
 			}, 5*time.Second, 20*time.Millisecond)
 			require.Zero(t, b.streamMsgs(t, wire.StreamTasks), "moving it into TASKS is the worker's job")

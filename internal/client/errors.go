@@ -21,7 +21,7 @@ var (
 	// ErrUnavailable means NATS JetStream could not take the task now
 	// (no server or stream answered, no leader yet): nothing was stored,
 	// retry later.
-	ErrUnavailable = errors.New("NATS JetStream unavailable")
+	ErrUnavailable = jet.ErrUnavailable
 	// ErrUnconfirmed matches every [UnconfirmedError].
 	ErrUnconfirmed = errors.New("publish unconfirmed")
 	// ErrUnknownQueue means no worker consumes the queue and no

@@ -5,7 +5,14 @@
 // It owns no connections; roles receive a validated [Config] by value.
 package config
 
-import "time"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flotilla/flotilla/internal/task"
+)
 
 // Roles a process can run. Dev runs every role in one process.
 const (
@@ -103,6 +110,48 @@ type Log struct {
 	MaxAgeDays int `koanf:"max_age_days"`
 }
 
+// TaskLimit is one entry of tasks.limits.
+type TaskLimit struct {
+	Task string
+	// Rate is the rate limit; zero = none.
+	Rate task.Rate
+	// Concurrency is how many attempts may run at once; 0 = no limit.
+	Concurrency int
+}
+
+// ParseTaskLimit reads an entry of tasks.limits: "TASK rate=10/s
+// concurrency=5", with a rate, a concurrency or both.
+func ParseTaskLimit(s string) (TaskLimit, error) {
+	f := strings.Fields(s)
+	if len(f) < 2 {
+		return TaskLimit{}, fmt.Errorf("%q: want \"TASK rate=N/s concurrency=N\" (either or both)", s)
+	}
+	l := TaskLimit{Task: f[0]}
+	if err := task.ValidateName(l.Task); err != nil {
+		return TaskLimit{}, fmt.Errorf("%q: %w", s, err)
+	}
+	for _, kv := range f[1:] {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "rate":
+			r, err := task.ParseRate(v)
+			if err != nil {
+				return TaskLimit{}, fmt.Errorf("%q: %w", s, err)
+			}
+			l.Rate = r
+		case "concurrency":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return TaskLimit{}, fmt.Errorf("%q: concurrency=%s is not a number ≥ 1", s, v)
+			}
+			l.Concurrency = n
+		default:
+			return TaskLimit{}, fmt.Errorf("%q: unknown setting %q (want rate= or concurrency=)", s, k)
+		}
+	}
+	return l, nil
+}
+
 // Tasks holds defaults that apply to every task unless a task overrides them.
 type Tasks struct {
 	// MaxBodyBytes limits an enqueue request body and task args. Default 1 MiB.
@@ -121,6 +170,17 @@ type Tasks struct {
 	RetryBackoffMax time.Duration `koanf:"retry_backoff_max"`
 	// ResultTTL is how long states and results stay in Redis. Default 24h.
 	ResultTTL time.Duration `koanf:"result_ttl"`
+	// Limits set tasks' rate and concurrency limits across every worker,
+	// over what the code declares (flotilla.WithRateLimit,
+	// WithConcurrencyLimit): entries "TASK rate=10/s concurrency=5" (either
+	// or both), comma-separated in FLOTILLA_TASKS_LIMITS.
+	Limits []string `koanf:"limits"`
+	// Index keeps the task index (GET /api/v1/tasks) and attempt
+	// histories in Redis. Default true.
+	Index bool `koanf:"index"`
+	// CancelTTL is how long a cancellation holds (the flotilla_cancel
+	// bucket's TTL). Default 720h.
+	CancelTTL time.Duration `koanf:"cancel_ttl"`
 	// Results turns result recording in Redis on or off. Default true.
 	Results bool `koanf:"results"`
 	// Events turns lifecycle events on the EVENTS stream on or off. Default true.
@@ -152,9 +212,19 @@ type Auth struct {
 type Web struct {
 	// Addr is the HTTP listen address. Default :8080.
 	Addr string `koanf:"addr"`
-	// Auth is "none" or "token" (the api role's tokens). Default none in
-	// dev, token in production.
+	// Auth is "none" (development: everyone may do everything) or
+	// "required": every /api/v1 request needs a person's session (POST
+	// /api/v1/login) or an API token. "token" is an older name of
+	// "required". Default none in dev, required in production.
 	Auth string `koanf:"auth"`
+	// SessionIdle ends a session without requests for this long. Default 30m.
+	SessionIdle time.Duration `koanf:"session_idle"`
+	// SessionMax ends a session this long after its login. Default 12h.
+	SessionMax time.Duration `koanf:"session_max"`
+	// CookieSecure marks the session cookie Secure (HTTPS only) even when
+	// web is reached over plain HTTP behind a TLS proxy; it is set anyway
+	// on requests that come over TLS. Default false.
+	CookieSecure bool `koanf:"cookie_secure"`
 }
 
 // API configures the kernel API role.

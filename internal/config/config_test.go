@@ -14,6 +14,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
+
+	"github.com/flotilla/flotilla/internal/task"
 )
 
 // noEnv isolates a Load from the machine's environment.
@@ -87,6 +89,9 @@ func TestLoadDefaultsWorker(t *testing.T) {
 			RetryBackoff:    time.Second,
 			RetryBackoffMax: 10 * time.Minute,
 			ResultTTL:       24 * time.Hour,
+			CancelTTL:       720 * time.Hour,
+			Index:           true,
+			Limits:          []string{},
 			Results:         true,
 			Events:          true,
 			CheckRegistered: true,
@@ -96,7 +101,7 @@ func TestLoadDefaultsWorker(t *testing.T) {
 			ExpiresMax:      30 * 24 * time.Hour,
 		},
 		Auth:   Auth{FailLimit: 10, FailWindow: time.Minute},
-		Web:    Web{Addr: ":8080", Auth: "token"},
+		Web:    Web{Addr: ":8080", Auth: "required", SessionIdle: 30 * time.Minute, SessionMax: 12 * time.Hour},
 		API:    API{Addr: ":8081", Exec: "remote", ExecTimeoutMax: 5 * time.Minute, Auth: "token", RateLimit: 1000, RateWindow: time.Second},
 		Worker: Worker{Addr: ":8082", Queues: []string{"default"}, Concurrency: 64, Name: cfg.Worker.Name, Sync: true, SyncConcurrency: 8},
 		Beat:   Beat{Addr: ":8083", LeaseTTL: 10 * time.Second, Grace: 30 * time.Second, Resync: 30 * time.Second, PublishMode: "async", MaxPending: 4096},
@@ -807,4 +812,31 @@ func TestErrorsAreJoined(t *testing.T) {
 	var joined interface{ Unwrap() []error }
 	require.True(t, errors.As(err, &joined))
 	require.Len(t, joined.Unwrap(), 2)
+}
+
+func TestTaskLimits(t *testing.T) {
+	t.Parallel()
+	l, err := ParseTaskLimit("report.build rate=10/s concurrency=5")
+	require.NoError(t, err)
+	require.Equal(t, TaskLimit{Task: "report.build", Rate: task.Rate{N: 10, Per: time.Second}, Concurrency: 5}, l)
+	l, err = ParseTaskLimit(" mail.send   rate=3/30s ")
+	require.NoError(t, err)
+	require.Equal(t, 10*time.Second, l.Rate.Interval())
+	for in, want := range map[string]string{
+		"report.build":         "want \"TASK rate=N/s",
+		"Bad rate=1/s":         "invalid",
+		"a.b rate=x":           "want N/s",
+		"a.b rate=0/s":         "N ≥ 1",
+		"a.b rate=5/fortnight": "not s, m, h",
+		"a.b concurrency=0":    "not a number ≥ 1",
+		"a.b speed=1":          `unknown setting "speed"`,
+	} {
+		_, err := ParseTaskLimit(in)
+		require.ErrorContains(t, err, want, in)
+	}
+	cfg, err := Load(RoleWorker, LoadOptions{Environ: []string{"FLOTILLA_TASKS_LIMITS=a.b rate=10/s, c.d concurrency=2"}})
+	require.NoError(t, err)
+	require.Equal(t, []string{"a.b rate=10/s", "c.d concurrency=2"}, cfg.Tasks.Limits)
+	_, err = Load(RoleWorker, LoadOptions{Environ: []string{"FLOTILLA_TASKS_LIMITS=a.b rate=often"}})
+	require.ErrorContains(t, err, "tasks.limits")
 }

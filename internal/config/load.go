@@ -161,6 +161,8 @@ func defaults(role string) map[string]any {
 		"shutdown_timeout": 25 * time.Second,
 		"request_timeout":  5 * time.Second,
 		"auth.fail_limit":  10,
+		"web.session_idle": 30 * time.Minute,
+		"web.session_max":  12 * time.Hour,
 		"auth.fail_window": time.Minute,
 
 		"nats.url":                   natsURL,
@@ -193,6 +195,9 @@ func defaults(role string) map[string]any {
 		"tasks.retry_backoff":     time.Second,
 		"tasks.retry_backoff_max": 10 * time.Minute,
 		"tasks.result_ttl":        24 * time.Hour,
+		"tasks.cancel_ttl":        720 * time.Hour,
+		"tasks.index":             true,
+		"tasks.limits":            []string{},
 		"tasks.results":           true,
 		"tasks.events":            true,
 		"tasks.check_registered":  true,
@@ -247,7 +252,7 @@ func derived(k *koanf.Koanf, role string) map[string]any {
 		m["api.auth"] = pick(dev, "none", "token")
 	}
 	if !k.Exists("web.auth") {
-		m["web.auth"] = pick(dev, "none", "token")
+		m["web.auth"] = pick(dev, "none", "required")
 	}
 	if !k.Exists("nats.inbox_prefix") {
 		m["nats.inbox_prefix"] = DefaultInboxPrefix(role)

@@ -109,6 +109,12 @@ func (c Config) Validate() error {
 			c.Tasks.RetryBackoff, c.Tasks.RetryBackoffMax)
 	}
 	v.positive("tasks.result_ttl", c.Tasks.ResultTTL)
+	v.positive("tasks.cancel_ttl", c.Tasks.CancelTTL)
+	for _, s := range c.Tasks.Limits {
+		if _, err := ParseTaskLimit(s); err != nil {
+			v.addf("tasks.limits", "%v", err)
+		}
+	}
 
 	// roles
 	v.addr("web.addr", c.Web.Addr)
@@ -116,7 +122,9 @@ func (c Config) Validate() error {
 	v.addr("api.addr", c.API.Addr)
 	v.oneOf("api.exec", c.API.Exec, "remote", "local")
 	v.oneOf("api.auth", c.API.Auth, "none", "token")
-	v.oneOf("web.auth", c.Web.Auth, "none", "token")
+	v.oneOf("web.auth", c.Web.Auth, "none", "required", "token")
+	v.positive("web.session_idle", c.Web.SessionIdle)
+	v.positive("web.session_max", c.Web.SessionMax)
 	v.notNegative("auth.fail_limit", int64(c.Auth.FailLimit))
 	v.positive("auth.fail_window", c.Auth.FailWindow)
 	if c.Role == "" || c.Role == RoleAPI || c.Role == RoleDev {

@@ -25,7 +25,14 @@ type Topology struct {
 	// Lease is beat's lease bucket; its Bucket is empty when
 	// TopologyParams.LeaseTTL was not set.
 	Lease jetstream.KeyValueConfig
+	// Cancel holds the cancelled task ids; Workers the workers' announcements.
+	Cancel, Workers jetstream.KeyValueConfig
 }
+
+// DefaultCancelTTL is how long a cancellation holds by default
+// (tasks.cancel_ttl): a task cancelled while pending or delayed that would
+// reach a worker only later than this runs after all.
+const DefaultCancelTTL = 30 * 24 * time.Hour
 
 // TopologyParams are the deployment settings applied over streams/.
 type TopologyParams struct {
@@ -38,6 +45,8 @@ type TopologyParams struct {
 	AckWait time.Duration
 	// LeaseTTL of beat's lease bucket (beat.lease_ttl); 0 = no bucket.
 	LeaseTTL time.Duration
+	// CancelTTL of the cancellations bucket; 0 = [DefaultCancelTTL].
+	CancelTTL time.Duration
 }
 
 // LoadTopology decodes streams/ strictly (unknown fields are an error) and
@@ -73,6 +82,17 @@ func LoadTopology(p TopologyParams) (Topology, error) {
 	}
 	if p.LeaseTTL > 0 {
 		t.Lease = LeaseBucketConfig(p.LeaseTTL, max(p.Replicas, 1))
+	}
+	if p.CancelTTL <= 0 {
+		p.CancelTTL = DefaultCancelTTL
+	}
+	t.Cancel = jetstream.KeyValueConfig{
+		Bucket: wire.CancelBucket, Description: "Flotilla cancelled task ids", History: 1,
+		TTL: p.CancelTTL, Replicas: max(p.Replicas, 1), Storage: jetstream.FileStorage,
+	}
+	t.Workers = jetstream.KeyValueConfig{
+		Bucket: wire.WorkersBucket, Description: "Flotilla workers: each announces itself every few seconds", History: 1,
+		TTL: wire.WorkersTTL, Replicas: max(p.Replicas, 1), Storage: jetstream.MemoryStorage,
 	}
 	return t, nil
 }
@@ -119,12 +139,23 @@ func ApplyStreams(ctx context.Context, js jetstream.JetStream, t Topology) error
 			return fmt.Errorf("apply stream %s: %w", sc.Name, err)
 		}
 	}
-	if t.Lease.Bucket != "" {
-		if err := retryTransient(ctx, func() error { return applyBucket(ctx, js, t.Lease) }); err != nil {
-			return fmt.Errorf("apply KV bucket %s: %w", t.Lease.Bucket, err)
+	for _, kc := range t.Buckets() {
+		if err := retryTransient(ctx, func() error { return applyBucket(ctx, js, kc) }); err != nil {
+			return fmt.Errorf("apply KV bucket %s: %w", kc.Bucket, err)
 		}
 	}
 	return nil
+}
+
+// Buckets are the topology's KV buckets.
+func (t Topology) Buckets() []jetstream.KeyValueConfig {
+	var out []jetstream.KeyValueConfig
+	for _, kc := range []jetstream.KeyValueConfig{t.Lease, t.Cancel, t.Workers} {
+		if kc.Bucket != "" {
+			out = append(out, kc)
+		}
+	}
+	return out
 }
 
 // applyBucket creates the KV bucket kc, or updates it when its TTL,
@@ -178,6 +209,7 @@ func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c
 	c, err := js.Consumer(ctx, stream, cc.Durable)
 	if err == nil {
 		got := c.CachedInfo().Config
+		cc.PauseUntil = got.PauseUntil // an update keeps a paused queue paused
 		if got.Description == cc.Description && got.AckPolicy == cc.AckPolicy && got.AckWait == cc.AckWait &&
 			got.MaxDeliver == cc.MaxDeliver && got.FilterSubject == cc.FilterSubject &&
 			got.MaxAckPending == cc.MaxAckPending && got.MaxWaiting == cc.MaxWaiting &&
@@ -191,16 +223,32 @@ func applyConsumer(ctx context.Context, js jetstream.JetStream, stream string, c
 	return err
 }
 
+// DelayedConsumer is the consumer delayed-<queue> on DELAYED that counts
+// queue q's delayed tasks (its num_pending); nothing pulls from it.
+func (t Topology) DelayedConsumer(q string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       wire.DelayedConsumerName(q),
+		Description:   "Counts queue " + q + "'s delayed tasks (num_pending); never consumed",
+		DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: t.Mover.AckWait, MaxDeliver: -1, FilterSubject: wire.DelayedQueueFilter(q),
+		MaxAckPending: 1, MaxWaiting: 1,
+	}
+}
+
 // ApplyQueues creates or updates the durable consumer q-<queue> of each
-// queue, and the delayed-mover consumer on DELAYED.
+// queue and its delayed-<queue> on DELAYED, and the delayed-mover.
 func ApplyQueues(ctx context.Context, js jetstream.JetStream, t Topology, queues []string) error {
 	if err := retryTransient(ctx, func() error { return applyConsumer(ctx, js, wire.StreamDelayed, t.Mover) }); err != nil {
 		return fmt.Errorf("apply consumer %s on %s: %w", t.Mover.Durable, wire.StreamDelayed, err)
 	}
 	for _, q := range queues {
-		cc := t.QueueConsumer(q)
-		if err := retryTransient(ctx, func() error { return applyConsumer(ctx, js, wire.StreamTasks, cc) }); err != nil {
-			return fmt.Errorf("apply consumer %s on %s: %w", cc.Durable, wire.StreamTasks, err)
+		for _, c := range []struct {
+			stream string
+			cc     jetstream.ConsumerConfig
+		}{{wire.StreamTasks, t.QueueConsumer(q)}, {wire.StreamDelayed, t.DelayedConsumer(q)}} {
+			if err := retryTransient(ctx, func() error { return applyConsumer(ctx, js, c.stream, c.cc) }); err != nil {
+				return fmt.Errorf("apply consumer %s on %s: %w", c.cc.Durable, c.stream, err)
+			}
 		}
 	}
 	return nil

@@ -200,14 +200,19 @@ func TestApplyIdempotent(t *testing.T) {
 	for n := range js.StreamNames(t.Context()).Name() {
 		names = append(names, n)
 	}
-	require.ElementsMatch(t, []string{wire.StreamTasks, wire.StreamEvents, wire.StreamDead, wire.StreamDelayed}, names)
-	s, err := js.Stream(t.Context(), wire.StreamTasks)
-	require.NoError(t, err)
-	var consumers []string
-	for n := range s.ConsumerNames(t.Context()).Name() {
-		consumers = append(consumers, n)
+	require.ElementsMatch(t, []string{wire.StreamTasks, wire.StreamEvents, wire.StreamDead, wire.StreamDelayed,
+		"KV_" + wire.CancelBucket, "KV_" + wire.WorkersBucket}, names)
+	consumers := func(stream string) []string {
+		s, err := js.Stream(t.Context(), stream)
+		require.NoError(t, err)
+		var out []string
+		for n := range s.ConsumerNames(t.Context()).Name() {
+			out = append(out, n)
+		}
+		return out
 	}
-	require.ElementsMatch(t, []string{"q-default", "q-emails"}, consumers)
+	require.ElementsMatch(t, []string{"q-default", "q-emails"}, consumers(wire.StreamTasks))
+	require.ElementsMatch(t, []string{"delayed-mover", "delayed-default", "delayed-emails"}, consumers(wire.StreamDelayed))
 }
 
 // TestApplyUpdates checks that a changed setting reaches an existing stream

@@ -70,37 +70,6 @@ func DeleteDead(ctx context.Context, js jetstream.JetStream, seq uint64) error {
 	return nil
 }
 
-// QueueInfo describes the consumer group of one queue.
-type QueueInfo struct {
-	Queue    string `json:"queue"`
-	Consumer string `json:"consumer"`
-	// Pending tasks not yet delivered; InFlight delivered but not acked;
-	// Redelivered counts tasks delivered more than once; Waiting pull requests.
-	Pending     uint64 `json:"pending"`
-	InFlight    int    `json:"in_flight"`
-	Redelivered int    `json:"redelivered"`
-	Waiting     int    `json:"waiting"`
-}
-
-// Queues lists the queue consumers (q-<queue>) of TASKS.
-func Queues(ctx context.Context, js jetstream.JetStream) ([]QueueInfo, error) {
-	s, err := js.Stream(ctx, wire.StreamTasks)
-	if err != nil {
-		return nil, err
-	}
-	var out []QueueInfo
-	l := s.ListConsumers(ctx)
-	for ci := range l.Info() {
-		q, ok := wire.QueueOfConsumer(ci.Name)
-		if !ok {
-			continue
-		}
-		out = append(out, QueueInfo{Queue: q, Consumer: ci.Name, Pending: ci.NumPending, InFlight: ci.NumAckPending,
-			Redelivered: ci.NumRedelivered, Waiting: ci.NumWaiting})
-	}
-	return out, l.Err()
-}
-
 // Orphan is a queue whose tasks wait in TASKS with no consumer to take them.
 type Orphan struct {
 	Queue string

@@ -87,3 +87,21 @@ func Unavailable(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound)
 }
+
+// ErrUnavailable matches errors of requests that NATS JetStream could not
+// answer now (see [Unavailable]): the HTTP roles answer 503
+// nats_unavailable with Retry-After.
+var ErrUnavailable = errors.New("NATS JetStream unavailable")
+
+// Wrap returns err as the failure of op, matching [ErrUnavailable] when
+// NATS could not take the request now or did not answer in time. A nil err
+// stays nil.
+func Wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if Unavailable(err) || errors.Is(err, nats.ErrTimeout) {
+		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

@@ -221,7 +221,8 @@ func NewRole(role string, log zerolog.Logger, metrics *prometheus.Registry, chec
 }
 
 // Deadline gives every request's context a deadline of timeout minus a
-// margin for writing the answer, except under the path prefixes skip.
+// margin for writing the answer, except under the path prefixes skip; a
+// GET with ?wait= (up to [MaxWait]) gets that much longer.
 func Deadline(timeout time.Duration, skip ...string) echo.MiddlewareFunc {
 	margin := min(timeout/10, 250*time.Millisecond)
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
@@ -234,7 +235,13 @@ func Deadline(timeout time.Duration, skip ...string) echo.MiddlewareFunc {
 					return next(c)
 				}
 			}
-			ctx, cancel := context.WithTimeout(c.Request().Context(), timeout-margin)
+			d := timeout - margin
+			if c.Request().Method == http.MethodGet {
+				if w, err := time.ParseDuration(c.QueryParam("wait")); err == nil && w > 0 && w <= MaxWait {
+					d += w
+				}
+			}
+			ctx, cancel := context.WithTimeout(c.Request().Context(), d)
 			defer cancel()
 			c.SetRequest(c.Request().WithContext(ctx))
 			return next(c)
@@ -278,4 +285,18 @@ func Serve(ctx context.Context, e *echo.Echo, ln net.Listener, timeout time.Dura
 	err := srv.Shutdown(sctx)
 	<-errc
 	return err
+}
+
+// Guard returns the route middleware that lets only principals of role
+// need use a route, and records the state-changing action it performs
+// (action "" records nothing). The web and api roles build it from package
+// auth and the audit log; nil guards nothing.
+type Guard func(action, need string) []echo.MiddlewareFunc
+
+// Use returns g(action, need), or nothing when g is nil.
+func (g Guard) Use(action, need string) []echo.MiddlewareFunc {
+	if g == nil {
+		return nil
+	}
+	return g(action, need)
 }

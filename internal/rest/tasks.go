@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,15 +17,24 @@ import (
 
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/results"
+	"github.com/flotilla/flotilla/internal/store"
+	"github.com/flotilla/flotilla/internal/task"
 )
 
 // Enqueuer is what the task endpoints need from the client.
 type Enqueuer interface {
 	Enqueue(ctx context.Context, r client.Request) (client.Result, error)
 	Get(ctx context.Context, id string) (results.State, error)
+	WaitFor(ctx context.Context, id string, d time.Duration) (results.State, error)
+	Search(ctx context.Context, q results.Query) (results.Page, error)
 }
 
-// TaskRoutes mounts POST /api/v1/tasks and GET /api/v1/tasks/:id.
+// MaxWait bounds GET /api/v1/tasks/{id}?wait=.
+const MaxWait = time.Minute
+
+// TaskRoutes mounts POST /api/v1/tasks and GET /api/v1/tasks/:id; with
+// Search also GET /api/v1/tasks (the task index) and ?wait= on the
+// former.
 type TaskRoutes struct {
 	Client Enqueuer
 	// MaxBodyBytes limits the request body.
@@ -31,6 +42,11 @@ type TaskRoutes struct {
 	// Origin is recorded on enqueued tasks: "web" or "api".
 	Origin string
 	Now    func() time.Time
+	// Guard decides who may enqueue (operator) and read (viewer).
+	Guard Guard
+	// Search serves GET /api/v1/tasks and ?wait= (web: it follows the
+	// final events).
+	Search bool
 }
 
 // Mount adds the routes to g (the /api/v1 group).
@@ -38,8 +54,58 @@ func (r TaskRoutes) Mount(g *echo.Group) {
 	if r.Now == nil {
 		r.Now = time.Now
 	}
-	g.POST("/tasks", r.enqueue)
-	g.GET("/tasks/:id", r.get)
+	g.POST("/tasks", r.enqueue, r.Guard.Use("", store.RoleOperator)...)
+	g.GET("/tasks/:id", r.get, r.Guard.Use("", store.RoleViewer)...)
+	if r.Search {
+		g.GET("/tasks", r.search, r.Guard.Use("", store.RoleViewer)...)
+	}
+}
+
+// search answers GET /api/v1/tasks?state=&task=&queue=&since=&until=&limit=&cursor=.
+func (r TaskRoutes) search(c echo.Context) error {
+	q := results.Query{State: c.QueryParam("state"), Task: c.QueryParam("task"), Queue: c.QueryParam("queue"), Cursor: c.QueryParam("cursor")}
+	if q.State != "" && !slices.Contains(task.States, q.State) {
+		return NewError(http.StatusBadRequest, "invalid_field", "state", fmt.Sprintf("state: %q is not one of %s", q.State, strings.Join(task.States, ", ")))
+	}
+	if q.Task != "" {
+		if err := task.ValidateName(q.Task); err != nil {
+			return NewError(http.StatusBadRequest, "invalid_field", "task", "task: "+err.Error())
+		}
+	}
+	if q.Queue != "" {
+		if err := task.ValidateQueue(q.Queue); err != nil {
+			return NewError(http.StatusBadRequest, "invalid_field", "queue", "queue: "+err.Error())
+		}
+	}
+	for _, f := range []struct {
+		name string
+		to   *time.Time
+	}{{"since", &q.Since}, {"until", &q.Until}} {
+		v := c.QueryParam(f.name)
+		if v == "" {
+			continue
+		}
+		t, err := ParseTimeOrAgo(v, r.Now())
+		if err != nil {
+			return NewError(http.StatusBadRequest, "invalid_field", f.name, f.name+": "+err.Error())
+		}
+		*f.to = t
+	}
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return NewError(http.StatusBadRequest, "invalid_field", "limit", fmt.Sprintf("limit: %q is not a number from 1 to 1000", v))
+		}
+		q.Limit = n
+	}
+	page, err := r.Client.Search(c.Request().Context(), q)
+	if errors.Is(err, results.ErrBadCursor) {
+		return NewError(http.StatusBadRequest, "invalid_field", "cursor", "cursor: not one a previous page returned")
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, page)
 }
 
 // ReadBody reads at most limit bytes of the request body: a larger body is 413.
@@ -77,15 +143,34 @@ func (r TaskRoutes) enqueue(c echo.Context) error {
 // [client.EnqueueBody.Request].
 func ParseEnqueue(b []byte, now time.Time) (client.Request, error) {
 	var body client.EnqueueBody
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		return client.Request{}, bodyError(err)
-	}
-	if dec.More() {
-		return client.Request{}, NewError(http.StatusBadRequest, "bad_json", "", "body holds more than one JSON value")
+	if err := DecodeStrict(b, &body); err != nil {
+		return client.Request{}, err
 	}
 	return body.Request(now)
+}
+
+// DecodeStrict decodes the JSON object b into v: an unknown field, a value
+// of the wrong type or trailing data is a 400 naming the field.
+func DecodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return bodyError(err)
+	}
+	if dec.More() {
+		return NewError(http.StatusBadRequest, "bad_json", "", "body holds more than one JSON value")
+	}
+	return nil
+}
+
+// BindStrict reads c's body (at most limit bytes) into v with
+// [DecodeStrict]; an empty body leaves v as it is.
+func BindStrict(c echo.Context, limit int64, v any) error {
+	b, err := ReadBody(c, limit)
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return err
+	}
+	return DecodeStrict(b, v)
 }
 
 func bodyError(err error) error {
@@ -111,7 +196,16 @@ func bodyError(err error) error {
 
 func (r TaskRoutes) get(c echo.Context) error {
 	id := c.Param("id")
-	st, err := r.Client.Get(c.Request().Context(), id)
+	wait, err := waitParam(c, r.Search)
+	if err != nil {
+		return err
+	}
+	var st results.State
+	if wait > 0 {
+		st, err = r.Client.WaitFor(c.Request().Context(), id, wait)
+	} else {
+		st, err = r.Client.Get(c.Request().Context(), id)
+	}
 	if errors.Is(err, results.ErrNotFound) {
 		return NewError(http.StatusNotFound, "not_found", "id", fmt.Sprintf("task %s not found (unknown, or its state expired)", id))
 	}
@@ -119,4 +213,35 @@ func (r TaskRoutes) get(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, st)
+}
+
+// ParseTimeOrAgo reads an RFC 3339 time, or a Go duration meaning that
+// long before now (e.g. "1h").
+func ParseTimeOrAgo(v string, now time.Time) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, v)
+	if err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration ago such as 1h", v)
+	}
+	return now.Add(-d), nil
+}
+
+// waitParam is the ?wait= of a GET: a Go duration up to [MaxWait]; a 400
+// when it is malformed or the role does not wait.
+func waitParam(c echo.Context, allowed bool) (time.Duration, error) {
+	v := c.QueryParam("wait")
+	if v == "" {
+		return 0, nil
+	}
+	if !allowed {
+		return 0, NewError(http.StatusBadRequest, "invalid_field", "wait", "wait: not served by this role; use the web role")
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d > MaxWait {
+		return 0, NewError(http.StatusBadRequest, "invalid_field", "wait", fmt.Sprintf("wait: %q is not a duration from 0s to %s", v, MaxWait))
+	}
+	return d, nil
 }

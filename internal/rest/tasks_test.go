@@ -187,7 +187,7 @@ func TestTaskRoutesDelayed(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(res.body), &out))
 	s, err := r.js.Stream(t.Context(), wire.StreamDelayed)
 	require.NoError(t, err)
-	raw, err := s.GetLastMsgForSubject(t.Context(), wire.DelayedSubject(out.ID))
+	raw, err := s.GetLastMsgForSubject(t.Context(), wire.DelayedSubject("default", out.ID))
 	require.NoError(t, err)
 	exp, err := time.Parse(time.RFC3339Nano, raw.Header.Get(wire.HeaderExpires))
 	require.NoError(t, err)

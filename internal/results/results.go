@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +44,9 @@ type State struct {
 	StartedAt  *time.Time      `json:"started_at"`
 	FinishedAt *time.Time      `json:"finished_at"`
 	Worker     string          `json:"worker"`
+	// History lists the attempts that ended, oldest first (unless
+	// Config.NoIndex).
+	History []Attempt `json:"history,omitempty"`
 	// Unconfirmed marks a task whose publish was not acknowledged: an
 	// enqueue retried with its idempotency key publishes it again.
 	Unconfirmed bool `json:"-"`
@@ -60,6 +65,12 @@ type Update struct {
 	Worker      string
 	// ClearError removes a previous attempt's error.
 	ClearError bool
+	// Attempt, when set, appends an ended attempt to the task's history
+	// (unless Config.NoIndex).
+	Attempt *Attempt
+	// IndexTime is the task's enqueue time for the index when the update
+	// does not set EnqueuedAt (a worker's state changes); not stored.
+	IndexTime time.Time
 }
 
 func (u Update) fields(id string) []any {
@@ -106,6 +117,11 @@ type Config struct {
 	// ErrorFunc, when set, hears about failed writes that nobody waits for
 	// (SetAsync): n is how many of them the failed pipeline held.
 	ErrorFunc func(err error, n int)
+	// NoIndex turns off the task index that [Store.Search] reads and each
+	// task's attempt history (tasks.index=false). The index needs one
+	// Redis (not a cluster): writes are a script that touches the index
+	// keys too.
+	NoIndex bool
 }
 
 // Store reads and writes task states. Close it to stop its writer.
@@ -115,6 +131,7 @@ type Store struct {
 	prefix  string
 	ttl     time.Duration
 	max     int
+	index   bool
 
 	ops chan *op
 	// mu guards closed: senders hold it for reading while they queue, so
@@ -127,9 +144,30 @@ type Store struct {
 }
 
 type op struct {
-	key    string
-	fields []any
-	done   chan error // nil = fire and forget
+	key                    string
+	id, task, queue, state string // for the index; "" = not in this update
+	fields                 []any
+	score                  int64      // enqueued at, Unix ms; 0 = unknown
+	create                 bool       // the update sets the enqueue time: index the task
+	done                   chan error // nil = fire and forget
+}
+
+// newOp is the write of u for task id.
+func (s *Store) newOp(id string, u Update, done chan error) *op {
+	o := &op{key: s.Key(id), id: id, task: u.Task, queue: u.Queue, state: u.State, fields: u.fields(id), done: done}
+	switch {
+	case !u.EnqueuedAt.IsZero():
+		o.score, o.create = u.EnqueuedAt.UnixMilli(), true
+	case !u.IndexTime.IsZero():
+		o.score = u.IndexTime.UnixMilli()
+	}
+	if u.Attempt != nil && s.index {
+		// History entries are fields h.<finish time> of the hash: no key
+		// or command of their own.
+		b, _ := json.Marshal(u.Attempt)
+		o.fields = append(o.fields, fmt.Sprintf("h.%020d", u.Attempt.FinishedAt.UnixNano()), string(b))
+	}
+	return o
 }
 
 // New returns a store using rdb and starts its batching writer.
@@ -141,7 +179,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 		cfg.TTL = 24 * time.Hour
 	}
 	s := &Store{
-		rdb: rdb, prefix: cfg.Prefix, ttl: cfg.TTL, max: cfg.MaxBatch, errFunc: cfg.ErrorFunc,
+		rdb: rdb, prefix: cfg.Prefix, ttl: cfg.TTL, max: cfg.MaxBatch, errFunc: cfg.ErrorFunc, index: !cfg.NoIndex,
 		ops: make(chan *op, 4096), stop: make(chan struct{}),
 	}
 	s.wg.Add(1)
@@ -183,7 +221,7 @@ func (s *Store) idemKey(k string) string { return s.prefix + ":idem:" + k }
 
 // Set writes u for task id and waits until Redis has it.
 func (s *Store) Set(ctx context.Context, id string, u Update) error {
-	o := &op{key: s.Key(id), fields: u.fields(id), done: make(chan error, 1)}
+	o := s.newOp(id, u, make(chan error, 1))
 	queued, err := s.queue(ctx, o)
 	if err != nil {
 		return err
@@ -203,7 +241,7 @@ func (s *Store) Set(ctx context.Context, id string, u Update) error {
 // applied in the order they were queued. After Close it writes directly
 // and waits (up to 10s), so a late write is not lost.
 func (s *Store) SetAsync(id string, u Update) {
-	o := &op{key: s.Key(id), fields: u.fields(id)}
+	o := s.newOp(id, u, nil)
 	if queued, _ := s.queue(context.Background(), o); !queued {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -221,6 +259,13 @@ return 1`)
 // SetIfAbsent writes u for task id only when no state is recorded for it,
 // and waits until Redis has it.
 func (s *Store) SetIfAbsent(ctx context.Context, id string, u Update) error {
+	if s.index {
+		err := s.exec(ctx, func(pipe redis.Pipeliner) { s.indexedWrite(ctx, pipe, []*op{s.newOp(id, u, nil)}, modeAbsent) })
+		if err != nil {
+			return unavailable("record task state", err)
+		}
+		return nil
+	}
 	args := append([]any{int64(s.ttl / time.Second)}, u.fields(id)...)
 	if err := setIfAbsent.Run(ctx, s.rdb, []string{s.Key(id)}, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return unavailable("record task state", err)
@@ -248,7 +293,7 @@ func (s *Store) ClearUnconfirmed(ctx context.Context, id string) error {
 func (s *Store) SetMany(ctx context.Context, ids []string, us []Update) error {
 	ops := make([]*op, len(ids))
 	for i, id := range ids {
-		ops[i] = &op{key: s.Key(id), fields: us[i].fields(id)}
+		ops[i] = s.newOp(id, us[i], nil)
 	}
 	return s.write(ctx, ops)
 }
@@ -261,17 +306,41 @@ func (s *Store) direct(ctx context.Context, o *op) error { return s.write(ctx, [
 // separate writes would have left the hash.
 func (s *Store) write(ctx context.Context, ops []*op) error {
 	keys := make([]string, 0, len(ops))
-	fields := make(map[string][]any, len(ops))
+	merged := make(map[string]*op, len(ops))
 	for _, o := range ops {
-		f, seen := fields[o.key]
+		m, seen := merged[o.key]
 		if !seen {
 			keys = append(keys, o.key)
+			m = &op{key: o.key, id: o.id}
+			merged[o.key] = m
 		}
-		fields[o.key] = append(f, o.fields...)
+		for _, kv := range [][2]*string{{&m.task, &o.task}, {&m.queue, &o.queue}, {&m.state, &o.state}} {
+			if *kv[1] != "" {
+				*kv[0] = *kv[1] // later writes win, as in the hash
+			}
+		}
+		m.fields = append(m.fields, o.fields...)
+		if o.score != 0 && (m.score == 0 || o.score < m.score) {
+			m.score = o.score
+		}
+		m.create = m.create || o.create
+	}
+	if s.index {
+		all := make([]*op, len(keys))
+		for i, k := range keys {
+			all[i] = merged[k]
+		}
+		// One transaction: the states and the index move together.
+		pipe := s.rdb.TxPipeline()
+		s.indexedSet(ctx, pipe, all)
+		if _, err := pipe.Exec(ctx); err != nil {
+			return unavailable("record task state", err)
+		}
+		return nil
 	}
 	pipe := s.rdb.Pipeline()
 	for _, k := range keys {
-		pipe.HSet(ctx, k, fields[k]...)
+		pipe.HSet(ctx, k, merged[k].fields...)
 		pipe.Expire(ctx, k, s.ttl)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -345,6 +414,11 @@ func (s *Store) Get(ctx context.Context, id string) (State, error) {
 	if len(m) == 0 {
 		return State{}, ErrNotFound
 	}
+	return fromHash(m), nil
+}
+
+// fromHash is the state stored in hash m.
+func fromHash(m map[string]string) State {
 	st := State{
 		ID: m["id"], Task: m["task"], Queue: m["queue"], State: m["state"],
 		Error: m["error"], Worker: m["worker"],
@@ -357,7 +431,20 @@ func (s *Store) Get(ctx context.Context, id string) (State, error) {
 	st.EnqueuedAt = parseTime(m["enqueued_at"])
 	st.StartedAt = parseTime(m["started_at"])
 	st.FinishedAt = parseTime(m["finished_at"])
-	return st, nil
+	var hist []string
+	for k := range m {
+		if strings.HasPrefix(k, "h.") {
+			hist = append(hist, k)
+		}
+	}
+	slices.Sort(hist)
+	for _, k := range hist {
+		var a Attempt
+		if err := json.Unmarshal([]byte(m[k]), &a); err == nil {
+			st.History = append(st.History, a)
+		}
+	}
+	return st
 }
 
 func parseTime(v string) *time.Time {
@@ -398,6 +485,49 @@ func (s *Store) ReleaseIdempotencyKey(ctx context.Context, key, id string) error
 func (s *Store) Delete(ctx context.Context, id string) error {
 	if err := s.rdb.Del(ctx, s.Key(id)).Err(); err != nil {
 		return unavailable("delete task "+id, err)
+	}
+	return nil
+}
+
+// cancelScript records CANCELLED on a task that has a state and is not
+// finished.
+var cancelScript = redis.NewScript(`local s = redis.call("HGET", KEYS[1], "state")
+if not s or s == "SUCCESS" or s == "FAILURE" or s == "EXPIRED" or s == "CANCELLED" then return 0 end
+redis.call("HSET", KEYS[1], "state", "CANCELLED", "error", ARGV[2], "finished_at", ARGV[3])
+redis.call("EXPIRE", KEYS[1], ARGV[1])
+return 1`)
+
+// Cancel records CANCELLED with reason as error for every task of ids that
+// has a state and is not finished, in one pipeline.
+func (s *Store) Cancel(ctx context.Context, ids []string, reason string, at time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	ts := at.UTC().Format(time.RFC3339Nano)
+	if s.index {
+		u := Update{State: "CANCELLED", Error: reason, FinishedAt: at}
+		ops := make([]*op, len(ids))
+		for i, id := range ids {
+			ops[i] = s.newOp(id, u, nil)
+		}
+		if err := s.exec(ctx, func(pipe redis.Pipeliner) { s.indexedWrite(ctx, pipe, ops, modeUnlessFinal) }); err != nil {
+			return unavailable("cancel tasks", err)
+		}
+		return nil
+	}
+	ttl := int64(s.ttl / time.Second)
+	// Load the script once so that the pipeline can use EVALSHA.
+	if err := cancelScript.Load(ctx, s.rdb).Err(); err != nil {
+		return unavailable("cancel tasks", err)
+	}
+	for start := 0; start < len(ids); start += s.max {
+		pipe := s.rdb.Pipeline()
+		for _, id := range ids[start:min(start+s.max, len(ids))] {
+			cancelScript.EvalSha(ctx, pipe, []string{s.Key(id)}, ttl, reason, ts)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return unavailable("cancel tasks", err)
+		}
 	}
 	return nil
 }

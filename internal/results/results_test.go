@@ -29,7 +29,7 @@ type bundle struct {
 	store  *results.Store
 }
 
-func setup(t *testing.T, cfg results.Config) *bundle {
+func setup(t testing.TB, cfg results.Config) *bundle {
 	t.Helper()
 	rdb, prefix := resultstest.Client(t)
 	cfg.Prefix = prefix
@@ -120,6 +120,11 @@ func TestKeyLayout(t *testing.T) {
 	m, err := b.rdb.HGetAll(t.Context(), b.prefix+":task:01J").Result()
 	require.NoError(t, err)
 	require.Equal(t, map[string]string{"id": "01J", "state": "PENDING"}, m)
+	enq := time.Now()
+	require.NoError(t, b.store.Set(t.Context(), "01K", results.Update{State: "PENDING", EnqueuedAt: enq}))
+	tval, err := b.rdb.HGet(t.Context(), b.prefix+":task:01K", "t").Result()
+	require.NoError(t, err)
+	require.Equal(t, fmt.Sprint(enq.UnixMilli()), tval, "the index score, Unix ms of the enqueue")
 }
 
 func TestGetUnknown(t *testing.T) {

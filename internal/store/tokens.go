@@ -57,6 +57,8 @@ type Token struct {
 	LastUsedAt *time.Time `json:"last_used_at"`
 	// RevokedAt is when it was revoked (UTC), nil while it is valid.
 	RevokedAt *time.Time `json:"revoked_at"`
+	// Role is what the token may do: RoleAdmin, RoleOperator or RoleViewer.
+	Role string `json:"role"`
 }
 
 // TokenCreate creates a token called name and returns its text, which is
@@ -64,12 +66,20 @@ type Token struct {
 // text is "flt_" followed by 52 lower-case base32 characters encoding 32
 // bytes from crypto/rand.
 //
+// role is what the token may do (see [ValidRole]); "" is RoleAdmin.
+//
 // It returns an error wrapping [ErrInvalidTokenName] when name has the
-// wrong form and [ErrConflict] when a token of that name exists, revoked
-// or not.
-func (s *Store) TokenCreate(ctx context.Context, name string) (string, Token, error) {
+// wrong form, [ErrInvalidRole] for an unknown role, and [ErrConflict] when
+// a token of that name exists, revoked or not.
+func (s *Store) TokenCreate(ctx context.Context, name, role string) (string, Token, error) {
 	if !tokenNameRE.MatchString(name) {
 		return "", Token{}, fmt.Errorf("token name %q: %w", name, ErrInvalidTokenName)
+	}
+	if role == "" {
+		role = RoleAdmin
+	}
+	if !ValidRole(role) {
+		return "", Token{}, fmt.Errorf("token %s: role %q: %w", name, role, ErrInvalidRole)
 	}
 	b := make([]byte, tokenRandomBytes)
 	if _, err := rand.Read(b); err != nil {
@@ -77,7 +87,7 @@ func (s *Store) TokenCreate(ctx context.Context, name string) (string, Token, er
 	}
 	plaintext := TokenPrefix + tokenEncoding.EncodeToString(b)
 	r, err := s.q.TokenInsert(ctx, s.pool, dbsqlc.TokenInsertParams{
-		Name: name, TokenHash: tokenHash(plaintext), TokenPrefix: plaintext[:tokenDisplayLen],
+		Name: name, TokenHash: tokenHash(plaintext), TokenPrefix: plaintext[:tokenDisplayLen], Role: role,
 	})
 	if err != nil {
 		err = interpretError(err)
@@ -160,6 +170,6 @@ func wellFormedToken(s string) bool {
 func tokenFromRow(r dbsqlc.ApiToken) Token {
 	return Token{
 		Name: r.Name, Prefix: r.TokenPrefix, CreatedAt: r.CreatedAt.UTC(),
-		LastUsedAt: utc(r.LastUsedAt), RevokedAt: utc(r.RevokedAt),
+		LastUsedAt: utc(r.LastUsedAt), RevokedAt: utc(r.RevokedAt), Role: r.Role,
 	}
 }

@@ -21,7 +21,7 @@ func TestTokenLifecycle(t *testing.T) {
 	b := setup(t)
 
 	before := time.Now().Add(-time.Second)
-	plain, tok, err := b.store.TokenCreate(ctx, "ci")
+	plain, tok, err := b.store.TokenCreate(ctx, "ci", store.RoleAdmin)
 	require.NoError(t, err)
 	require.Regexp(t, tokenRE, plain)
 	require.Equal(t, "ci", tok.Name)
@@ -31,7 +31,7 @@ func TestTokenLifecycle(t *testing.T) {
 	require.Nil(t, tok.LastUsedAt)
 	require.Nil(t, tok.RevokedAt)
 
-	other, _, err := b.store.TokenCreate(ctx, "billing-service")
+	other, _, err := b.store.TokenCreate(ctx, "billing-service", store.RoleAdmin)
 	require.NoError(t, err)
 	require.NotEqual(t, plain, other)
 
@@ -84,22 +84,22 @@ func TestTokenCreateErrors(t *testing.T) {
 	ctx := t.Context()
 	b := setup(t)
 
-	_, _, err := b.store.TokenCreate(ctx, "ci")
+	_, _, err := b.store.TokenCreate(ctx, "ci", store.RoleAdmin)
 	require.NoError(t, err)
-	_, _, err = b.store.TokenCreate(ctx, "ci")
+	_, _, err = b.store.TokenCreate(ctx, "ci", store.RoleAdmin)
 	require.ErrorIs(t, err, store.ErrConflict)
 	require.ErrorContains(t, err, "token ci: already exists")
 
 	require.NoError(t, b.store.TokenRevoke(ctx, "ci"))
-	_, _, err = b.store.TokenCreate(ctx, "ci")
+	_, _, err = b.store.TokenCreate(ctx, "ci", store.RoleAdmin)
 	require.ErrorIs(t, err, store.ErrConflict, "a revoked token keeps its name")
 
 	for _, name := range []string{"", "-x", "a b", "x/y", strings.Repeat("a", 101), "é"} {
-		_, _, err := b.store.TokenCreate(ctx, name)
+		_, _, err := b.store.TokenCreate(ctx, name, store.RoleAdmin)
 		require.ErrorIs(t, err, store.ErrInvalidTokenName, "%q", name)
 	}
 	for _, name := range []string{"a", "user@example.com", "svc:billing.v2_x-1", strings.Repeat("a", 100)} {
-		_, _, err := b.store.TokenCreate(ctx, name)
+		_, _, err := b.store.TokenCreate(ctx, name, store.RoleAdmin)
 		require.NoError(t, err, "%q", name)
 	}
 
@@ -113,7 +113,7 @@ func TestTokenVerifyRejects(t *testing.T) {
 	ctx := t.Context()
 	b := setup(t)
 
-	plain, _, err := b.store.TokenCreate(ctx, "ci")
+	plain, _, err := b.store.TokenCreate(ctx, "ci", store.RoleAdmin)
 	require.NoError(t, err)
 
 	flip := []byte(plain)
@@ -149,7 +149,7 @@ func TestTokenVerifyTouchesOncePerMinute(t *testing.T) {
 	ctx := t.Context()
 	b := setup(t)
 
-	plain, _, err := b.store.TokenCreate(ctx, "ci")
+	plain, _, err := b.store.TokenCreate(ctx, "ci", store.RoleAdmin)
 	require.NoError(t, err)
 	lastUsed := func() time.Time {
 		t.Helper()

@@ -52,7 +52,13 @@ const (
 	ErrorTypePermanent = "permanent"
 	ErrorTypePanic     = "panic"
 	ErrorTypeTimeout   = "timeout"
+	ErrorTypeCancelled = "cancelled"
 )
+
+// ErrCancelled is the cause of the context of an attempt whose task was
+// cancelled; handlers see ctx.Err() == context.Canceled and
+// context.Cause(ctx) == ErrCancelled.
+var ErrCancelled = errors.New("task cancelled")
 
 // ErrorType classifies a handler error: ErrorTypePanic, ErrorTypePermanent,
 // ErrorTypeTimeout or ErrorTypeError ("" for nil).
@@ -63,6 +69,8 @@ func ErrorType(err error) string {
 		return ""
 	case errors.As(err, &pe):
 		return ErrorTypePanic
+	case errors.Is(err, ErrCancelled):
+		return ErrorTypeCancelled
 	case IsPermanent(err):
 		return ErrorTypePermanent
 	case errors.Is(err, context.DeadlineExceeded):

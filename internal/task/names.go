@@ -25,6 +25,9 @@ func ValidateQueue(queue string) error {
 	if queue == "" {
 		return fmt.Errorf("queue name is empty")
 	}
+	if queue == "mover" {
+		return fmt.Errorf("queue name %q is reserved (delayed-mover is the consumer that moves due delayed tasks)", queue)
+	}
 	if len(queue) > MaxNameLen || !validQueue(queue) {
 		return fmt.Errorf("queue name %q is invalid: want [a-z0-9_-]+, at most %d characters", queue, MaxNameLen)
 	}

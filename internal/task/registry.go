@@ -26,6 +26,10 @@ type Options struct {
 	Timeout time.Duration
 	// NoResult opts the task out of storing its state and result.
 	NoResult bool
+	// RateLimit and Concurrency limit the task across every worker (see
+	// [WithRateLimit], [WithConcurrencyLimit]).
+	RateLimit   Rate
+	Concurrency int
 }
 
 // Option changes [Options].

@@ -55,11 +55,17 @@ const (
 	StateSuccess = "SUCCESS"
 	StateFailure = "FAILURE"
 	StateExpired = "EXPIRED"
+	// StateCancelled: cancelled before or while it ran; it will not run
+	// (again).
+	StateCancelled = "CANCELLED"
 )
+
+// States lists every state, in lifecycle order.
+var States = []string{StatePending, StateStarted, StateRetry, StateSuccess, StateFailure, StateExpired, StateCancelled}
 
 // Final reports whether no further state follows s.
 func Final(s string) bool {
-	return s == StateSuccess || s == StateFailure || s == StateExpired
+	return s == StateSuccess || s == StateFailure || s == StateExpired || s == StateCancelled
 }
 
 type envelopeKey struct{}

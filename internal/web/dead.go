@@ -13,34 +13,29 @@ import (
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/rest"
+	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/wire"
 )
 
-// Operator is what the queue and dead-letter endpoints need.
+// Operator is what the dead-letter endpoints need.
 type Operator interface {
-	Queues(ctx context.Context) ([]jet.QueueInfo, error)
 	Dead(ctx context.Context, limit int) ([]wire.DeadLetter, error)
 	Requeue(ctx context.Context, seq uint64) (client.Result, error)
 	DeleteDead(ctx context.Context, seq uint64) error
 }
 
-// OperatorRoutes mounts GET /api/v1/queues, GET /api/v1/dead,
-// POST /api/v1/dead/:seq/requeue and DELETE /api/v1/dead/:seq.
-type OperatorRoutes struct{ Op Operator }
+// OperatorRoutes mounts GET /api/v1/dead,
+// POST /api/v1/dead/:seq/requeue (operator) and DELETE /api/v1/dead/:seq
+// (admin).
+type OperatorRoutes struct {
+	Op    Operator
+	Guard rest.Guard
+}
 
 // Mount adds the routes to g (the /api/v1 group).
 func (r OperatorRoutes) Mount(g *echo.Group) {
-	g.GET("/queues", func(c echo.Context) error {
-		qs, err := r.Op.Queues(c.Request().Context())
-		if err != nil {
-			return err
-		}
-		if qs == nil {
-			qs = []jet.QueueInfo{}
-		}
-		return c.JSON(http.StatusOK, map[string]any{"queues": qs})
-	})
+	viewer := r.Guard.Use("", store.RoleViewer)
 	g.GET("/dead", func(c echo.Context) error {
 		limit := 50
 		if v := c.QueryParam("limit"); v != "" {
@@ -59,7 +54,7 @@ func (r OperatorRoutes) Mount(g *echo.Group) {
 			out = append(out, deadJSON{DeadLetter: d, Args: rawOrString(d.Args)})
 		}
 		return c.JSON(http.StatusOK, map[string]any{"dead": out})
-	})
+	}, viewer...)
 	g.POST("/dead/:seq/requeue", func(c echo.Context) error {
 		seq, err := seqParam(c)
 		if err != nil {
@@ -70,7 +65,7 @@ func (r OperatorRoutes) Mount(g *echo.Group) {
 			return deadErr(err)
 		}
 		return c.JSON(http.StatusAccepted, res)
-	})
+	}, r.Guard.Use("dead.requeue", store.RoleOperator)...)
 	g.DELETE("/dead/:seq", func(c echo.Context) error {
 		seq, err := seqParam(c)
 		if err != nil {
@@ -80,7 +75,7 @@ func (r OperatorRoutes) Mount(g *echo.Group) {
 			return deadErr(err)
 		}
 		return c.NoContent(http.StatusNoContent)
-	})
+	}, r.Guard.Use("dead.delete", store.RoleAdmin)...)
 }
 
 type deadJSON struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/jet/jettest"
+	"github.com/flotilla/flotilla/internal/queues"
 	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/results/resultstest"
 	"github.com/flotilla/flotilla/internal/task"
@@ -29,7 +30,6 @@ type op struct {
 	cl *client.Client
 }
 
-func (o op) Queues(ctx context.Context) ([]jet.QueueInfo, error) { return jet.Queues(ctx, o.js) }
 func (o op) Dead(ctx context.Context, n int) ([]wire.DeadLetter, error) {
 	return jet.ListDead(ctx, o.js, n)
 }
@@ -52,7 +52,7 @@ func TestDeadLettersAndQueues(t *testing.T) {
 	store := results.New(rdb, results.Config{Prefix: prefix, TTL: time.Hour})
 	t.Cleanup(store.Close)
 	cl := client.New(nc, js, store, client.Config{})
-	srv := httptest.NewServer(web.New(web.Config{MaxBodyBytes: 1 << 20, Operator: op{js, cl}}, cl, nil, zerolog.Nop()).Handler())
+	srv := httptest.NewServer(web.New(web.Config{MaxBodyBytes: 1 << 20, Operator: op{js, cl}, Queues: queues.New(js)}, cl, nil, zerolog.Nop()).Handler())
 	t.Cleanup(srv.Close)
 
 	for i, id := range []string{"TASK1", "TASK2"} {
@@ -134,16 +134,15 @@ func TestDeadLettersAndQueues(t *testing.T) {
 	require.Equal(t, 400, getJSON(t, srv.URL+"/api/v1/dead?limit=0", nil))
 
 	var qs struct {
-		Queues []jet.QueueInfo
+		Queues []queues.Stats
 	}
 	require.Equal(t, 200, getJSON(t, srv.URL+"/api/v1/queues", &qs))
 	require.Len(t, qs.Queues, 2)
-	byName := map[string]jet.QueueInfo{}
-	for _, q := range qs.Queues {
-		byName[q.Queue] = q
-	}
-	require.EqualValues(t, 1, byName["action"].Pending, "the requeued task waits on q-action")
-	require.Equal(t, "q-default", byName["default"].Consumer)
+	require.Equal(t, "action", qs.Queues[0].Queue, "by name")
+	require.EqualValues(t, 1, qs.Queues[0].Pending, "the requeued task waits on q-action")
+	require.NotNil(t, qs.Queues[0].OldestAt)
+	require.Zero(t, qs.Queues[0].Dead, "one requeued, one deleted")
+	require.Zero(t, qs.Queues[1].Pending)
 }
 
 func getJSON(t *testing.T, u string, out any) int {

@@ -2,25 +2,12 @@ package web_test
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"github.com/flotilla/flotilla/internal/auth"
-	"github.com/flotilla/flotilla/internal/client"
-	"github.com/flotilla/flotilla/internal/jet"
-	"github.com/flotilla/flotilla/internal/jet/jettest"
-	"github.com/flotilla/flotilla/internal/results"
-	"github.com/flotilla/flotilla/internal/results/resultstest"
 	"github.com/flotilla/flotilla/internal/store"
-	"github.com/flotilla/flotilla/internal/store/storetest"
-	"github.com/flotilla/flotilla/internal/systasks"
-	"github.com/flotilla/flotilla/internal/task"
-	"github.com/flotilla/flotilla/internal/web"
 )
 
 // TestWebProtected: with token auth (the production default) every
@@ -29,30 +16,12 @@ import (
 // is locked out for the window.
 func TestWebProtected(t *testing.T) {
 	t.Parallel()
-	nc, js := jettest.Connect(t, jettest.Server(t).ClientURL())
-	topo, err := jet.LoadTopology(jet.TopologyParams{})
-	require.NoError(t, err)
-	require.NoError(t, jet.ApplyStreams(t.Context(), js, topo))
-	require.NoError(t, jet.ApplyQueues(t.Context(), js, topo, []string{"default"}))
-	rdb, prefix := resultstest.Client(t)
-	rs := results.New(rdb, results.Config{Prefix: prefix, TTL: time.Hour})
-	t.Cleanup(rs.Close)
-	reg := task.NewRegistry()
-	systasks.Register(reg)
-	cl := client.New(nc, js, rs, client.Config{Registry: reg, CheckRegistered: true})
-	st := store.New(storetest.Pool(t))
-	token, _, err := st.TokenCreate(t.Context(), "ci")
-	require.NoError(t, err)
-	srv := httptest.NewServer(web.New(web.Config{
-		MaxBodyBytes: 1 << 20, Schedules: st, Registry: reg, RequestTimeout: 5 * time.Second,
-		Auth: auth.AuthToken, Verify: auth.StoreVerifier(st),
-		Failures: auth.FailureLimit{Redis: rdb, Prefix: prefix, Limit: 8, Window: time.Minute},
-	}, cl, nil, zerolog.Nop()).Handler())
-	t.Cleanup(srv.Close)
+	a := newAccounts(t)
+	token := a.token[store.RoleAdmin]
 
 	call := func(method, path, ctype, tok, body string) *http.Response {
 		t.Helper()
-		req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		req, err := http.NewRequest(method, a.url+path, strings.NewReader(body))
 		require.NoError(t, err)
 		if ctype != "" {
 			req.Header.Set("Content-Type", ctype)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/flotilla/flotilla/internal/auth"
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/rest"
 	"github.com/flotilla/flotilla/internal/schedule"
@@ -69,6 +70,8 @@ type ScheduleRoutes struct {
 	MaxBodyBytes int64
 	// Now is the clock of next_run_at. Default time.Now.
 	Now func() time.Time
+	// Guard decides who may read (viewer) and change (operator).
+	Guard rest.Guard
 }
 
 // Mount adds the routes to g (the /api/v1 group).
@@ -79,13 +82,14 @@ func (r ScheduleRoutes) Mount(g *echo.Group) {
 	if r.MaxBodyBytes <= 0 {
 		r.MaxBodyBytes = 1 << 20
 	}
-	g.GET("/schedules", r.list)
-	g.POST("/schedules", r.create)
-	g.GET("/schedules/:name", r.get)
-	g.PUT("/schedules/:name", r.replace)
-	g.PATCH("/schedules/:name", r.patch)
-	g.DELETE("/schedules/:name", r.delete)
-	g.POST("/schedules/:name/run", r.run)
+	viewer := r.Guard.Use("", store.RoleViewer)
+	g.GET("/schedules", r.list, viewer...)
+	g.POST("/schedules", r.create, r.Guard.Use("schedule.create", store.RoleOperator)...)
+	g.GET("/schedules/:name", r.get, viewer...)
+	g.PUT("/schedules/:name", r.replace, r.Guard.Use("schedule.replace", store.RoleOperator)...)
+	g.PATCH("/schedules/:name", r.patch, r.Guard.Use("schedule.update", store.RoleOperator)...)
+	g.DELETE("/schedules/:name", r.delete, r.Guard.Use("schedule.delete", store.RoleOperator)...)
+	g.POST("/schedules/:name/run", r.run, r.Guard.Use("schedule.run", store.RoleOperator)...)
 }
 
 func (r ScheduleRoutes) list(c echo.Context) error {
@@ -116,6 +120,7 @@ func (r ScheduleRoutes) create(c echo.Context) error {
 	if sc.Name == "" {
 		return rest.NewError(http.StatusBadRequest, "invalid_field", "name", "name: required")
 	}
+	c.Set(auth.TargetKey, sc.Name)
 	if err := r.check(&sc); err != nil {
 		return err
 	}

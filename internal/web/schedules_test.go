@@ -42,6 +42,14 @@ func (f *fakeClient) Get(context.Context, string) (results.State, error) {
 	return results.State{}, results.ErrNotFound
 }
 
+func (f *fakeClient) WaitFor(context.Context, string, time.Duration) (results.State, error) {
+	return results.State{}, results.ErrNotFound
+}
+
+func (f *fakeClient) Search(context.Context, results.Query) (results.Page, error) {
+	return results.Page{}, nil
+}
+
 type bundle struct {
 	url    string
 	store  *store.Store

@@ -16,6 +16,7 @@ import (
 	"github.com/flotilla/flotilla/internal/auth"
 	"github.com/flotilla/flotilla/internal/logging"
 	"github.com/flotilla/flotilla/internal/rest"
+	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/wire"
 )
@@ -45,12 +46,31 @@ type Config struct {
 	Listener net.Listener
 	// RequestTimeout bounds every request (see rest.NewRole); 0 = none.
 	RequestTimeout time.Duration
-	// Auth is auth.AuthNone (the default) or auth.AuthToken: every
-	// /api/v1 request then needs an API token, checked by Verify; Failures
-	// limits failed attempts per address.
+	// Auth is auth.AuthNone (the default) or auth.AuthRequired: every
+	// /api/v1 request then needs an API token (checked by Verify) or a
+	// session (Sessions, when set); Failures limits failed attempts per
+	// address. Roles decide what each may do (viewer reads, operator
+	// changes tasks, queues and schedules, admin everything).
 	Auth     string
-	Verify   func(ctx context.Context, token string) (name string, err error)
+	Verify   func(ctx context.Context, token string) (auth.Principal, error)
+	Sessions *auth.Sessions
 	Failures auth.FailureLimit
+	// Queues, when set, serves the queue endpoints, and Workers the worker
+	// endpoints (see [QueueRoutes]).
+	Queues  Queues
+	Workers Workers
+	// Canceller, when set, serves POST /api/v1/tasks/{id}/cancel and
+	// POST /api/v1/tasks/cancel (see [CancelRoutes]).
+	Canceller Canceller
+	// Audit, when set, keeps the audit log of state-changing management
+	// actions (served on GET /api/v1/audit to admins).
+	Audit AuditStore
+}
+
+// AuditStore is the audit log (implemented by [store.Store]).
+type AuditStore interface {
+	auth.Auditor
+	AuditList(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, error)
 }
 
 // Server is the web role.
@@ -70,17 +90,33 @@ func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *
 	if mode == "" {
 		mode = auth.AuthNone
 	}
-	e.Use(auth.Auth(mode, cfg.Verify, log, cfg.Failures))
+	e.Use(auth.Auth(auth.Config{Mode: mode, Verify: cfg.Verify, Sessions: cfg.Sessions, Failures: cfg.Failures}, log))
+	var record auth.RecordFunc
+	if cfg.Audit != nil {
+		record = auth.Recorder(cfg.Audit, log)
+	}
+	guard := auth.Guard(record)
+	if cfg.Sessions != nil {
+		cfg.Sessions.Mount(e, record)
+	} else {
+		e.GET(auth.MePath, auth.Me)
+	}
 	g := e.Group("/api/v1")
-	rest.TaskRoutes{Client: c, MaxBodyBytes: cfg.MaxBodyBytes, Origin: wire.OriginWeb}.Mount(g)
+	rest.TaskRoutes{Client: c, MaxBodyBytes: cfg.MaxBodyBytes, Origin: wire.OriginWeb, Guard: guard, Search: true}.Mount(g)
 	if cfg.Schedules != nil {
 		ScheduleRoutes{
 			Store: cfg.Schedules, Client: c, Registry: cfg.Registry,
-			CheckRegistered: cfg.CheckRegistered, MaxBodyBytes: cfg.MaxBodyBytes,
+			CheckRegistered: cfg.CheckRegistered, MaxBodyBytes: cfg.MaxBodyBytes, Guard: guard,
 		}.Mount(g)
 	}
 	if cfg.Operator != nil {
-		OperatorRoutes{Op: cfg.Operator}.Mount(g)
+		OperatorRoutes{Op: cfg.Operator, Guard: guard}.Mount(g)
+	}
+	if cfg.Queues != nil {
+		QueueRoutes{Queues: cfg.Queues, Workers: cfg.Workers, Canceller: cfg.Canceller, MaxBodyBytes: cfg.MaxBodyBytes, Guard: guard}.Mount(g)
+	}
+	if cfg.Canceller != nil {
+		CancelRoutes{Canceller: cfg.Canceller, MaxBodyBytes: cfg.MaxBodyBytes, Guard: guard}.Mount(g)
 	}
 	if cfg.BeatLeader != nil {
 		g.GET("/beat", func(c echo.Context) error {
@@ -89,7 +125,10 @@ func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *
 				return err
 			}
 			return c.JSON(http.StatusOK, map[string]any{"leader": id, "has_leader": id != ""})
-		})
+		}, guard.Use("", store.RoleViewer)...)
+	}
+	if cfg.Audit != nil {
+		AuditRoutes{Store: cfg.Audit, Guard: guard}.Mount(g)
 	}
 	return &Server{cfg: cfg, echo: e}
 }

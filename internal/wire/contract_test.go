@@ -104,7 +104,7 @@ func TestReadmeDocumentsTheWireFormat(t *testing.T) {
 	}
 	for _, v := range []string{
 		wire.TaskSubject("<queue>", "<task>"), wire.QueueFilter("<queue>"), wire.ConsumerName("<queue>"),
-		wire.DelayedSubject("<id>"), wire.DueSubject("<id>"), wire.DueFilter,
+		wire.DelayedSubject("<queue>", "<id>"), wire.DueSubject("<queue>", "<id>"), wire.DueFilter,
 		wire.EventSubject("<kind>", "<queue>", "<task>"), wire.DeadSubject("<queue>", "<task>"),
 		wire.ExecSubject("<task>"), wire.OriginBeat("<schedule>"), "beat:<schedule>:<unix fire time>",
 		wire.NotifyPrefix("_INBOX_<who>") + "<token>",
@@ -173,7 +173,7 @@ func TestStreamsMatchTheWireFormat(t *testing.T) {
 		subjects []string
 	}{
 		streams.TasksStream:   {wire.StreamTasks, []string{wire.TaskSubject("default", "sys.echo"), wire.TaskSubject("q-1", "a.b.c")}},
-		streams.DelayedStream: {wire.StreamDelayed, []string{wire.DelayedSubject("01J"), wire.DueSubject("01J")}},
+		streams.DelayedStream: {wire.StreamDelayed, []string{wire.DelayedSubject("q", "01J"), wire.DueSubject("q", "01J")}},
 		streams.EventsStream:  {wire.StreamEvents, []string{wire.EventSubject(wire.EventFailed, "default", "sys.fail")}},
 		streams.DeadStream:    {wire.StreamDead, []string{wire.DeadSubject("default", "sys.fail"), wire.DeadSubject(wire.Invalid, wire.Invalid)}},
 	} {
@@ -186,7 +186,7 @@ func TestStreamsMatchTheWireFormat(t *testing.T) {
 	}
 	// No subject is captured by two streams (JetStream refuses overlaps;
 	// this catches a subject built for the wrong stream).
-	for _, subj := range []string{wire.TaskSubject("d", "t"), wire.DelayedSubject("1"), wire.DueSubject("1"),
+	for _, subj := range []string{wire.TaskSubject("d", "t"), wire.DelayedSubject("q", "1"), wire.DueSubject("q", "1"),
 		wire.EventSubject("sent", "d", "t"), wire.DeadSubject("d", "t")} {
 		n := 0
 		for _, sc := range all {
@@ -207,6 +207,6 @@ func TestStreamsMatchTheWireFormat(t *testing.T) {
 	mv := decodeFile[jetstream.ConsumerConfig](t, streams.MoverConsumer)
 	require.Equal(t, wire.ConsumerMover, mv.Durable)
 	require.Equal(t, wire.DueFilter, mv.FilterSubject)
-	require.True(t, subjectMatches(mv.FilterSubject, wire.DueSubject("01J")))
-	require.False(t, subjectMatches(mv.FilterSubject, wire.DelayedSubject("01J")))
+	require.True(t, subjectMatches(mv.FilterSubject, wire.DueSubject("q", "01J")))
+	require.False(t, subjectMatches(mv.FilterSubject, wire.DelayedSubject("q", "01J")))
 }

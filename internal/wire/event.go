@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -26,10 +27,14 @@ const (
 	EventDead = "dead"
 	// EventExpired: the task arrived after its expiry and was not run.
 	EventExpired = "expired"
+	// EventCancelled: the task was cancelled (POST /api/v1/tasks/{id}/cancel
+	// or a bulk cancel) before it ran, or while it ran; it will not run
+	// (again).
+	EventCancelled = "cancelled"
 )
 
 // EventKinds lists every kind, in lifecycle order.
-var EventKinds = []string{EventSent, EventStarted, EventSucceeded, EventFailed, EventRetried, EventDead, EventExpired}
+var EventKinds = []string{EventSent, EventStarted, EventSucceeded, EventFailed, EventRetried, EventDead, EventExpired, EventCancelled}
 
 // Event is one lifecycle event of a task, published as JSON on
 // events.<kind>.<queue>.<task> and kept 24 h in the EVENTS stream:
@@ -143,4 +148,25 @@ func appendFloat(b []byte, f float64) []byte {
 		}
 	}
 	return b
+}
+
+// EventID returns the task id of the encoded event b without decoding all
+// of it ("" when b has none): what a consumer that follows many events for
+// a few ids needs.
+func EventID(b []byte) string {
+	const key = `"id":"`
+	i := bytes.Index(b, []byte(key))
+	if i < 0 {
+		return ""
+	}
+	rest := b[i+len(key):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 || bytes.IndexByte(rest[:j], '\\') >= 0 {
+		var ev struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal(b, &ev)
+		return ev.ID
+	}
+	return string(rest[:j])
 }

@@ -18,6 +18,8 @@ const (
 	CodeBadRequest   = "400"
 	CodeHandlerError = "422"
 	CodeTimeout      = "504"
+	// CodeCancelled: the execution was cancelled while it ran.
+	CodeCancelled = "409"
 )
 
 // ExecMeta is what a synchronous execution carries besides its args.

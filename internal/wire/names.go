@@ -23,6 +23,8 @@ const (
 	// ConsumerPrefix starts the durable consumer of every queue: q-<queue>.
 	ConsumerPrefix = "q-"
 	// ConsumerMover moves due delayed tasks from DELAYED into TASKS.
+	// (Queue names cannot be "mover" for that reason: delayed-<queue>
+	// counts a queue's delayed tasks, see DelayedConsumerName.)
 	ConsumerMover = "delayed-mover"
 )
 
@@ -31,6 +33,18 @@ const (
 	LeaseBucket = "flotilla_beat"
 	LeaseKey    = "leader"
 )
+
+// Cancellations: one key per cancelled task id in the KV bucket
+// CancelBucket, whose value is a [CancelRecord]. Every worker watches the
+// bucket: a cancelled task that arrives is not run, a running one has its
+// context cancelled. Keys live for the bucket's TTL (tasks.cancel_ttl).
+const CancelBucket = "flotilla_cancel"
+
+// Workers announce themselves in the KV bucket WorkersBucket: one key per
+// worker process (its name made a valid key, see [WorkerKey]) holding a
+// [WorkerInfo], put every few seconds; a worker that stops putting
+// disappears after the bucket's TTL ([WorkersTTL]).
+const WorkersBucket = "flotilla_workers"
 
 // The synchronous execution service (nats micro): every worker adds its
 // instances in one queue group, one endpoint per task on ExecSubject(task).
@@ -76,12 +90,23 @@ func ParseTaskSubject(subject string) (queue, name string, ok bool) {
 	return queue, name, ok && queue != "" && name != ""
 }
 
-// DelayedSubject holds the schedule message of a delayed task; deleting it
-// before it fires cancels the task.
-func DelayedSubject(id string) string { return delayedAt + id }
+// DelayedSubject holds the schedule message of delayed task id of queue q;
+// deleting it before it fires cancels the task.
+func DelayedSubject(q, id string) string { return delayedAt + q + "." + id }
 
-// DueSubject is where the server puts a delayed task when it is due.
-func DueSubject(id string) string { return delayedDue + id }
+// DelayedQueueFilter selects the delayed tasks of queue q.
+func DelayedQueueFilter(q string) string { return delayedAt + q + ".>" }
+
+// DelayedIDFilter selects the schedule message of delayed task id, whatever
+// its queue.
+func DelayedIDFilter(id string) string { return delayedAt + "*." + id }
+
+// DelayedFilter selects every delayed task not yet due.
+const DelayedFilter = delayedAt + ">"
+
+// DueSubject is where the server puts delayed task id of queue q when it is
+// due.
+func DueSubject(q, id string) string { return delayedDue + q + "." + id }
 
 // DueFilter selects every due delayed task (the mover's filter).
 const DueFilter = delayedDue + ">"
@@ -112,6 +137,10 @@ func EndpointName(taskName string) string { return strings.ReplaceAll(taskName, 
 
 // ConsumerName is the durable consumer of queue q.
 func ConsumerName(q string) string { return consumerQueue + q }
+
+// DelayedConsumerName is the consumer on DELAYED that counts queue q's
+// delayed tasks (filter DelayedQueueFilter(q)); nothing ever pulls from it.
+func DelayedConsumerName(q string) string { return "delayed-" + q }
 
 // QueueOfConsumer is the queue of a consumer name q-<queue>; ok is false
 // for consumers that are not a queue's.

@@ -110,7 +110,7 @@ func TestTaskMsgRoundTrip(t *testing.T) {
 		},
 		{
 			name:    "delayed: the queue travels in a header",
-			subject: wire.DueSubject("01J3"),
+			subject: wire.DueSubject("default", "01J3"),
 			env: func() *task.Envelope {
 				return &task.Envelope{ID: "01J3", Name: "email.send", Queue: "emails", MaxRetries: -1, Args: json.RawMessage(`{"to":"x"}`)}
 			},

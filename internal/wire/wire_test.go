@@ -160,7 +160,7 @@ func TestDeadAndRequeue(t *testing.T) {
 func TestDueToTask(t *testing.T) {
 	t.Parallel()
 	env := &task.Envelope{ID: "01J", Name: "email.send", Queue: "emails", MaxRetries: -1, Args: json.RawMessage(`{"to":"x"}`)}
-	due := wire.NewTaskMsg(wire.DueSubject(env.ID), env, "", "")
+	due := wire.NewTaskMsg(wire.DueSubject(env.Queue, env.ID), env, "", "")
 	due.Header.Set("Nats-Schedule", "@at 2026-01-02T03:04:05Z")
 	m := wire.DueToTask(due.Header, due.Data)
 	require.Equal(t, "tasks.emails.email.send", m.Subject)

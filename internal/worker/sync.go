@@ -67,7 +67,14 @@ func (w *Worker) handleSync(ctx context.Context, def *task.Definition, req micro
 		ctx, cancel = context.WithTimeout(ctx, wait)
 		defer cancel()
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	rn := w.running.add(env, w.cfg.Now(), cancel)
+	if w.cancels.Has(env.ID) {
+		cancel(task.ErrCancelled)
+	}
 	reply := w.runner.Exec(ctx, def, env)
+	w.running.remove(rn, reply.Code != "")
 	opt := micro.WithHeaders(micro.Headers(reply.Header()))
 	if reply.Code != "" {
 		_ = req.Error(reply.Code, reply.Error, nil, opt)

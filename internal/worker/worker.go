@@ -24,8 +24,10 @@ import (
 
 	"github.com/flotilla/flotilla/internal/attempt"
 	"github.com/flotilla/flotilla/internal/jet"
+	"github.com/flotilla/flotilla/internal/limits"
 	"github.com/flotilla/flotilla/internal/logging"
 	"github.com/flotilla/flotilla/internal/results"
+	"github.com/flotilla/flotilla/internal/revoke"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/wire"
 )
@@ -43,6 +45,8 @@ type Config struct {
 	Prefetch int
 	// Name identifies this worker in task states and events.
 	Name string
+	// Version of the binary, announced with the worker.
+	Version string
 	// MaxRetries is the default retry budget.
 	MaxRetries int
 	// Timeout is the default per-attempt timeout; Grace how long a handler
@@ -67,6 +71,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Metrics registers the task metrics; nil = a private registry.
 	Metrics prometheus.Registerer
+	// Limiter enforces the tasks' rate and concurrency limits; nil =
+	// limits are not enforced.
+	Limiter *limits.Limiter
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 }
@@ -84,6 +91,9 @@ type Worker struct {
 	events  *jet.Events
 	metrics *attempt.Metrics
 	runner  *attempt.Runner
+	running *running
+	// cancels is set by Run before the queues are consumed.
+	cancels *revoke.Set
 }
 
 // New returns a worker. store may be nil when results are turned off.
@@ -123,6 +133,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, reg *task.Registry, store *resul
 		nc: nc, js: js, reg: reg, store: store, cfg: cfg, log: log,
 		events:  jet.NewEvents(nc, cfg.Events),
 		metrics: attempt.NewMetrics(cfg.Metrics),
+		running: newRunning(),
 	}
 	w.held = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "flotilla_tasks_held",
@@ -238,6 +249,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	// SIGTERM lets in-flight tasks finish.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	// Every cancellation is known before the first task arrives.
+	cancels, err := revoke.Watch(workCtx, w.js, w.log, func(id string) { w.running.cancel(id) })
+	if err != nil {
+		return err
+	}
+	w.cancels = cancels
+	ann, err := w.announce(workCtx)
+	if err != nil {
+		return err
+	}
+	defer ann.close()
 	stopping := make(chan struct{})
 	var handlers sync.WaitGroup
 	stopAll := func() {
@@ -333,6 +355,8 @@ type delivery struct {
 	notify string
 	start  time.Time
 	log    zerolog.Logger
+	// ran is the attempt that led to a dead letter, when one ran.
+	ran *attempt.Outcome
 }
 
 // process handles one delivery. It returns false when the handler was
@@ -384,6 +408,15 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) 
 		w.expire(ctx, d)
 		return true
 	}
+	if def.Options.Limited() && w.cfg.Limiter != nil {
+		lease, ok := w.limit(ctx, d)
+		if !ok {
+			return true
+		}
+		defer lease.Release(context.WithoutCancel(ctx))
+		n = env.Attempt // deferrals were not attempts
+		d.start = w.cfg.Now()
+	}
 	// Deliveries also count NAKs of tasks a stopping worker had buffered but
 	// never ran, so a poison task is one delivered PoisonSlack times more
 	// than its budget allows.
@@ -391,8 +424,12 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) 
 		w.dead(ctx, d, fmt.Sprintf("delivered %d times, over its budget of %d retries (a worker may have died while running it)", n, env.MaxRetries))
 		return true
 	}
+	if w.cancels.Has(env.ID) {
+		w.cancelled(ctx, d, attempt.Outcome{})
+		return true
+	}
 	if d.record {
-		w.store.SetAsync(env.ID, results.Update{
+		w.store.SetAsync(env.ID, results.Update{IndexTime: d.env.EnqueuedAt,
 			Task: env.Name, Queue: env.Queue, State: task.StateStarted, StartedAt: d.start,
 			Attempts: n, Worker: w.cfg.Name,
 		})
@@ -400,7 +437,14 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) 
 	w.event(d, wire.EventStarted, nil)
 	d.log.Debug().Msg("task started")
 
-	o, ok := w.runner.Run(ctx, def, env, d.log, func(o attempt.Outcome) {
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	rn := w.running.add(env, d.start, cancel)
+	if w.cancels.Has(env.ID) {
+		cancel(task.ErrCancelled) // cancelled between the check above and add
+	}
+	o, ok := w.runner.Run(rctx, def, env, d.log, func(o attempt.Outcome) {
+		w.running.remove(rn, true)
 		w.fail(ctx, d, o)
 		progress.Stop()
 		replaced()
@@ -408,6 +452,7 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) 
 	if !ok {
 		return false
 	}
+	w.running.remove(rn, o.Err != nil)
 	if o.Err == nil {
 		w.succeed(ctx, d, o)
 	} else {
@@ -489,8 +534,18 @@ func (w *Worker) record(ctx context.Context, d *delivery, u results.Update) bool
 	}
 }
 
+// history is the entry of attempt o of d in its task's history.
+func (w *Worker) history(d *delivery, o attempt.Outcome, outcome string) *results.Attempt {
+	a := &results.Attempt{Attempt: d.env.Attempt, Worker: w.cfg.Name, StartedAt: o.Start, FinishedAt: o.End, Outcome: outcome, ErrorType: o.ErrorType}
+	if o.Err != nil {
+		a.Error = o.Err.Error()
+	}
+	return a
+}
+
 func (w *Worker) succeed(ctx context.Context, d *delivery, o attempt.Outcome) {
-	if d.record && !w.record(ctx, d, results.Update{State: task.StateSuccess, Result: o.Result, FinishedAt: o.End, ClearError: true}) {
+	if d.record && !w.record(ctx, d, results.Update{IndexTime: d.env.EnqueuedAt, State: task.StateSuccess, Result: o.Result, FinishedAt: o.End, ClearError: true,
+		Attempt: w.history(d, o, attempt.OutcomeSuccess)}) {
 		// Shutting down without the result recorded: the task runs again.
 		d.log.Error().Msg("result not recorded before shutdown; task will be redelivered")
 		_ = d.msg.NakWithDelay(time.Second)
@@ -507,10 +562,15 @@ func (w *Worker) succeed(ctx context.Context, d *delivery, o attempt.Outcome) {
 }
 
 func (w *Worker) fail(ctx context.Context, d *delivery, o attempt.Outcome) {
+	if o.ErrorType == task.ErrorTypeCancelled {
+		w.cancelled(ctx, d, o)
+		return
+	}
 	msg := o.Err.Error()
 	w.event(d, wire.EventFailed, &o)
 	if task.IsPermanent(o.Err) || d.env.Attempt > d.env.MaxRetries {
 		attempt.LogFailure(d.log, o).Msg("task failed")
+		d.ran = &o
 		w.dead(ctx, d, msg)
 		return
 	}
@@ -520,7 +580,8 @@ func (w *Worker) fail(ctx context.Context, d *delivery, o attempt.Outcome) {
 		delay = re.Delay
 	}
 	if d.record {
-		w.store.SetAsync(d.env.ID, results.Update{State: task.StateRetry, Error: msg, Attempts: d.env.Attempt})
+		w.store.SetAsync(d.env.ID, results.Update{IndexTime: d.env.EnqueuedAt, State: task.StateRetry, Error: msg, Attempts: d.env.Attempt,
+			Attempt: w.history(d, o, attempt.OutcomeRetry)})
 	}
 	if err := d.msg.NakWithDelay(delay); err != nil {
 		d.log.Warn().Err(err).Msg("nak")
@@ -559,7 +620,10 @@ func (w *Worker) dead(ctx context.Context, d *delivery, reason string) {
 	}
 	now := w.cfg.Now()
 	if w.store != nil && (d.def == nil || !d.def.Options.NoResult) && env.ID != "" {
-		u := results.Update{Task: env.Name, Queue: env.Queue, State: task.StateFailure, Error: reason, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
+		u := results.Update{IndexTime: d.env.EnqueuedAt, Task: env.Name, Queue: env.Queue, State: task.StateFailure, Error: reason, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
+		if d.ran != nil {
+			u.Attempt = w.history(d, *d.ran, attempt.OutcomeDead)
+		}
 		if !w.record(ctx, d, u) {
 			// The dead letter is stored; it is the record of this task.
 			d.log.Error().Msg("FAILURE not recorded before shutdown; the dead letter stands")
@@ -576,12 +640,47 @@ func (w *Worker) dead(ctx context.Context, d *delivery, reason string) {
 	d.log.Error().Str("reason", reason).Msg("task dead-lettered")
 }
 
+// cancelled ends d's task as CANCELLED: it arrived cancelled (o is zero)
+// or its attempt o was cancelled while it ran. The task is terminated,
+// never retried.
+func (w *Worker) cancelled(ctx context.Context, d *delivery, o attempt.Outcome) {
+	env := d.env
+	now := w.cfg.Now()
+	if d.record {
+		u := results.Update{IndexTime: d.env.EnqueuedAt, Task: env.Name, Queue: env.Queue, State: task.StateCancelled, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
+		if o.Err != nil {
+			u.Error = o.Err.Error()
+			u.Attempt = w.history(d, o, attempt.OutcomeCancelled)
+		}
+		if !w.record(ctx, d, u) {
+			d.log.Error().Msg("cancelled state not recorded before shutdown; task will be redelivered (and dropped then)")
+			_ = d.msg.NakWithDelay(time.Second)
+			return
+		}
+	}
+	_ = d.msg.TermWithReason("cancelled")
+	w.metrics.Observe(env, attempt.OutcomeCancelled, o.Runtime())
+	var ev wire.Event
+	if o.Err != nil {
+		ev = w.newEvent(d, wire.EventCancelled, &o)
+	} else {
+		ev = w.newEvent(d, wire.EventCancelled, nil)
+	}
+	w.events.Emit(&ev)
+	w.notify(d, task.StateCancelled, nil, "cancelled", now)
+	if o.Err != nil {
+		d.log.Info().Dur("runtime", o.Runtime()).Bool("abandoned", o.Abandoned).Msg("task cancelled while it ran; not retried")
+	} else {
+		d.log.Info().Msg("task cancelled; not run")
+	}
+}
+
 func (w *Worker) expire(ctx context.Context, d *delivery) {
 	env := d.env
 	now := w.cfg.Now()
 	reason := "expired at " + env.Expires.UTC().Format(time.RFC3339Nano)
 	if d.record {
-		u := results.Update{Task: env.Name, Queue: env.Queue, State: task.StateExpired, Error: reason, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
+		u := results.Update{IndexTime: d.env.EnqueuedAt, Task: env.Name, Queue: env.Queue, State: task.StateExpired, Error: reason, Attempts: env.Attempt, FinishedAt: now, Worker: w.cfg.Name}
 		if !w.record(ctx, d, u) {
 			d.log.Error().Msg("expired state not recorded before shutdown; task will be redelivered")
 			_ = d.msg.NakWithDelay(time.Second)

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -37,6 +38,8 @@ type bundle struct {
 	// runs counts handler executions per task id of test.count.
 	runs      sync.Map
 	hangsDone atomic.Int64
+	rdb       *redis.Client
+	prefix    string
 }
 
 type setupOpts struct {
@@ -45,7 +48,7 @@ type setupOpts struct {
 	replicas int
 }
 
-func setup(t *testing.T, o setupOpts) *bundle {
+func setup(t testing.TB, o setupOpts) *bundle {
 	t.Helper()
 	if o.ackWait == 0 {
 		o.ackWait = 30 * time.Second
@@ -60,6 +63,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	require.NoError(t, jet.ApplyStreams(t.Context(), b.js, topo))
 	require.NoError(t, jet.ApplyQueues(t.Context(), b.js, topo, []string{"default"}))
 	rdb, prefix := resultstest.Client(t)
+	b.rdb, b.prefix = rdb, prefix
 	b.store = results.New(rdb, results.Config{Prefix: prefix, TTL: time.Hour})
 	t.Cleanup(b.store.Close)
 	b.reg = task.NewRegistry()
@@ -105,7 +109,7 @@ func (b *bundle) cfg() worker.Config {
 }
 
 // start runs a worker on its own connection until the returned stop is called.
-func (b *bundle) start(t *testing.T, cfg worker.Config) (stop func(), nc *nats.Conn) {
+func (b *bundle) start(t testing.TB, cfg worker.Config) (stop func(), nc *nats.Conn) {
 	t.Helper()
 	nc, js := jettest.Connect(t, b.url)
 	w := worker.New(nc, js, b.reg, b.store, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), cfg)

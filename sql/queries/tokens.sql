@@ -1,6 +1,6 @@
 -- name: TokenInsert :one
-INSERT INTO api_tokens (name, token_hash, token_prefix)
-VALUES (@name, @token_hash, @token_prefix)
+INSERT INTO api_tokens (name, token_hash, token_prefix, role)
+VALUES (@name, @token_hash, @token_prefix, @role)
 RETURNING *;
 
 -- TokenGetActive returns the unrevoked token with this digest.

@@ -21,6 +21,20 @@ type ApiToken struct {
 	// Latest successful verification, updated at most once a minute.
 	LastUsedAt *time.Time
 	RevokedAt  *time.Time
+	Role       string
+}
+
+// Every state-changing management action: who (actor), what (action), on what (target), when (at) and how it ended (result, status).
+type AuditLog struct {
+	ID         int64
+	At         time.Time
+	Actor      string
+	ActorKind  string
+	Action     string
+	Target     string
+	Result     string
+	Status     int32
+	RemoteAddr string
 }
 
 // Periodic tasks fired by the beat leader; changes are announced on NOTIFY channel flotilla_schedules.
@@ -47,4 +61,13 @@ type Schedule struct {
 	RunCount  int64
 	CreatedAt time.Time
 	UpdatedAt time.Time
+}
+
+// People who log in to the web role; password_hash is bcrypt.
+type User struct {
+	Name         string
+	PasswordHash string
+	Role         string
+	CreatedAt    time.Time
+	LastLoginAt  *time.Time
 }

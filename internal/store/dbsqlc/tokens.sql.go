@@ -10,7 +10,7 @@ import (
 )
 
 const tokenGetActive = `-- name: TokenGetActive :one
-SELECT id, name, token_hash, token_prefix, created_at, last_used_at, revoked_at FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL
+SELECT id, name, token_hash, token_prefix, created_at, last_used_at, revoked_at, role FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL
 `
 
 // TokenGetActive returns the unrevoked token with this digest.
@@ -25,24 +25,31 @@ func (q *Queries) TokenGetActive(ctx context.Context, db DBTX, tokenHash []byte)
 		&i.CreatedAt,
 		&i.LastUsedAt,
 		&i.RevokedAt,
+		&i.Role,
 	)
 	return i, err
 }
 
 const tokenInsert = `-- name: TokenInsert :one
-INSERT INTO api_tokens (name, token_hash, token_prefix)
-VALUES ($1, $2, $3)
-RETURNING id, name, token_hash, token_prefix, created_at, last_used_at, revoked_at
+INSERT INTO api_tokens (name, token_hash, token_prefix, role)
+VALUES ($1, $2, $3, $4)
+RETURNING id, name, token_hash, token_prefix, created_at, last_used_at, revoked_at, role
 `
 
 type TokenInsertParams struct {
 	Name        string
 	TokenHash   []byte
 	TokenPrefix string
+	Role        string
 }
 
 func (q *Queries) TokenInsert(ctx context.Context, db DBTX, arg TokenInsertParams) (ApiToken, error) {
-	row := db.QueryRow(ctx, tokenInsert, arg.Name, arg.TokenHash, arg.TokenPrefix)
+	row := db.QueryRow(ctx, tokenInsert,
+		arg.Name,
+		arg.TokenHash,
+		arg.TokenPrefix,
+		arg.Role,
+	)
 	var i ApiToken
 	err := row.Scan(
 		&i.ID,
@@ -52,12 +59,13 @@ func (q *Queries) TokenInsert(ctx context.Context, db DBTX, arg TokenInsertParam
 		&i.CreatedAt,
 		&i.LastUsedAt,
 		&i.RevokedAt,
+		&i.Role,
 	)
 	return i, err
 }
 
 const tokenList = `-- name: TokenList :many
-SELECT id, name, token_hash, token_prefix, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY name
+SELECT id, name, token_hash, token_prefix, created_at, last_used_at, revoked_at, role FROM api_tokens ORDER BY name
 `
 
 func (q *Queries) TokenList(ctx context.Context, db DBTX) ([]ApiToken, error) {
@@ -77,6 +85,7 @@ func (q *Queries) TokenList(ctx context.Context, db DBTX) ([]ApiToken, error) {
 			&i.CreatedAt,
 			&i.LastUsedAt,
 			&i.RevokedAt,
+			&i.Role,
 		); err != nil {
 			return nil, err
 		}
@@ -91,7 +100,7 @@ func (q *Queries) TokenList(ctx context.Context, db DBTX) ([]ApiToken, error) {
 const tokenRevoke = `-- name: TokenRevoke :one
 UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now())
 WHERE name = $1
-RETURNING id, name, token_hash, token_prefix, created_at, last_used_at, revoked_at
+RETURNING id, name, token_hash, token_prefix, created_at, last_used_at, revoked_at, role
 `
 
 // TokenRevoke revokes the token called name; revoking twice keeps the
@@ -107,6 +116,7 @@ func (q *Queries) TokenRevoke(ctx context.Context, db DBTX, name string) (ApiTok
 		&i.CreatedAt,
 		&i.LastUsedAt,
 		&i.RevokedAt,
+		&i.Role,
 	)
 	return i, err
 }
