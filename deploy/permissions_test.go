@@ -24,6 +24,7 @@ import (
 
 	"github.com/flotilla/flotilla"
 	"github.com/flotilla/flotilla/internal/app"
+	"github.com/flotilla/flotilla/internal/beat"
 	"github.com/flotilla/flotilla/internal/config"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/results/resultstest"
@@ -220,10 +221,23 @@ func TestShippedPermissions(t *testing.T) {
 		return call(t, http.MethodGet, web+"/api/v1/schedules/perm-tick", token, "", 0, &sc) == 200 && sc.RunCount >= 2
 	}, 30*time.Second, 100*time.Millisecond, "beat leads and fires as its user")
 	var leader struct {
-		HasLeader bool `json:"has_leader"`
+		Leader    string `json:"leader"`
+		HasLeader bool   `json:"has_leader"`
 	}
 	call(t, http.MethodGet, web+"/api/v1/beat", token, "", 200, &leader)
 	require.True(t, leader.HasLeader)
+	// The leader puts its stats into the lease bucket as its user; the web
+	// user reads them.
+	webJS, err := jetstream.New(connectAs(t, userURL("web"), config.DefaultInboxPrefix("web")).nc)
+	require.NoError(t, err)
+	var bs wire.BeatStats
+	require.Eventually(t, func() bool {
+		bs, err = beat.Stats(ctx, webJS)
+		return err == nil && bs.Fires >= 1
+	}, 20*time.Second, 100*time.Millisecond, "beat publishes its stats, web reads them")
+	require.Equal(t, leader.Leader, bs.Leader)
+	require.NotEmpty(t, bs.Terms)
+	require.Equal(t, leader.Leader, bs.Terms[0].ID)
 	call(t, http.MethodGet, web+"/api/v1/queues", token, "", 200, nil)
 
 	// The control plane as the web user: queue figures, pause and resume,
@@ -300,7 +314,7 @@ func TestShippedPermissions(t *testing.T) {
 		add(producer, pub, "$JS.API.STREAM.PURGE.TASKS", "$KV.flotilla_cancel.x", "$JS.API.CONSUMER.PAUSE.TASKS.q-default")
 	}
 	add("web", sub, "_INBOX_api.>", "flotilla.notify.api.>")
-	add("web", pub, "$KV.flotilla_beat.leader", "$JS.API.STREAM.CREATE.KV_flotilla_beat", "$JS.API.STREAM.PURGE.DEAD",
+	add("web", pub, "$KV.flotilla_beat.leader", "$KV.flotilla_beat.stats", "$JS.API.STREAM.CREATE.KV_flotilla_beat", "$JS.API.STREAM.PURGE.DEAD",
 		"$JS.API.STREAM.MSG.DELETE.TASKS", "flotilla.exec.sys.echo")
 	add("api", sub, "_INBOX_web.>", "flotilla.notify.web.>")
 	add("api", pub, "$KV.flotilla_beat.leader", "$JS.API.STREAM.MSG.DELETE.DEAD", "events.started.default.sys.echo")

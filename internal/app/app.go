@@ -28,6 +28,7 @@ import (
 	"github.com/flotilla/flotilla/internal/beat"
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/config"
+	"github.com/flotilla/flotilla/internal/dashboard"
 	"github.com/flotilla/flotilla/internal/fleet"
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/limits"
@@ -242,13 +243,25 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 		wcfg.Operator = operator{js: c.JS, cl: cl}
 		qs := queues.New(c.JS)
 		wcfg.Queues, wcfg.Workers = qs, fleet.Reader{JS: c.JS}
+		hub := dashboard.NewHub(c.NC, dashboard.Sources{
+			Queues:  qs.List,
+			Workers: wcfg.Workers.List,
+			Beat:    func(ctx context.Context) (dashboard.BeatView, error) { return beatView(ctx, c.JS) },
+			Dead:    func(ctx context.Context) (uint64, error) { return jet.DeadCount(ctx, c.JS) },
+		}, log)
+		dcfg := dashboard.Config{Hub: hub, Tasks: cl, Registry: reg, AuthOff: cfg.Web.Auth == auth.AuthNone, NextRun: web.WithNextRun,
+			Dead: func(ctx context.Context, n int) ([]wire.DeadLetter, error) { return jet.ListDead(ctx, c.JS, n) }}
+		if c.Pool != nil {
+			dcfg.Schedules = store.New(c.Pool)
+		}
+		wcfg.Dashboard = dashboard.New(dcfg, log)
 		if c.Results != nil {
 			wcfg.Canceller = revoke.New(c.JS, c.Results, jet.NewEvents(c.NC, cfg.Tasks.Events))
 		}
 		s := web.New(wcfg, cl, checks(c, true), log)
 		log.Info().Str("addr", cfg.Web.Addr).Msg("web listening")
 		return func(ctx context.Context) error {
-			go qs.Run(ctx)
+			go hub.Run(ctx) // its snapshots also sample the queues' rates
 			if c.Results != nil {
 				go c.Results.TrimEvery(ctx, time.Minute)
 			}
@@ -416,6 +429,23 @@ func hostPort(addr string) string {
 	return addr
 }
 
+// beatView is the leader and, when beat publishes them, its figures.
+func beatView(ctx context.Context, js jetstream.JetStream) (dashboard.BeatView, error) {
+	leader, err := beat.Leader(ctx, js)
+	if err != nil {
+		return dashboard.BeatView{}, err
+	}
+	v := dashboard.BeatView{Leader: leader}
+	st, err := beat.Stats(ctx, js)
+	switch {
+	case err == nil:
+		v.Stats = &st
+	case !errors.Is(err, beat.ErrNoStats):
+		return v, err
+	}
+	return v, nil
+}
+
 // operator serves web's queue and dead-letter endpoints.
 type operator struct {
 	js jetstream.JetStream
@@ -427,6 +457,9 @@ func (o operator) Dead(ctx context.Context, limit int) ([]wire.DeadLetter, error
 }
 func (o operator) Requeue(ctx context.Context, seq uint64) (client.Result, error) {
 	return o.cl.Requeue(ctx, seq)
+}
+func (o operator) RetryTask(ctx context.Context, id string) (client.Result, error) {
+	return o.cl.Retry(ctx, id)
 }
 func (o operator) DeleteDead(ctx context.Context, seq uint64) error {
 	return jet.DeleteDead(ctx, o.js, seq)

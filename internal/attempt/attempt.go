@@ -234,7 +234,7 @@ func (r *Runner) Exec(ctx context.Context, def *task.Definition, env *task.Envel
 	}()
 	o := <-outcomes
 	reply := wire.ExecReply{ID: env.ID, Worker: r.cfg.Worker, Started: o.Start, Finished: o.End, Result: o.Result}
-	u := results.Update{Task: env.Name, Queue: env.Queue, Attempts: env.Attempt, EnqueuedAt: env.EnqueuedAt,
+	u := results.Update{Task: env.Name, Queue: env.Queue, Attempts: env.Attempt, EnqueuedAt: env.EnqueuedAt, Args: env.Args,
 		StartedAt: o.Start, FinishedAt: o.End, Worker: r.cfg.Worker}
 	hist := &results.Attempt{Attempt: env.Attempt, Worker: r.cfg.Worker, StartedAt: o.Start, FinishedAt: o.End, Outcome: OutcomeSuccess}
 	ev := wire.Event{ID: env.ID, Task: env.Name, Queue: env.Queue, Time: o.End, Attempt: env.Attempt,

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -82,12 +83,25 @@ const CSRFHeader = "X-CSRF-Token"
 var ErrInvalidToken = errors.New("invalid API token")
 
 // exempt are the paths served without authentication: probes, the metrics
-// scraper, and logging in.
-var exempt = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true, LoginPath: true}
+// scraper, and logging in (the endpoint and the dashboard's page).
+var exempt = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true, LoginPath: true, LoginPage: true}
+
+// LoginPage is the dashboard's login page; StaticPrefix starts its assets.
+const (
+	LoginPage    = "/login"
+	StaticPrefix = "/static/"
+)
 
 // Exempt reports whether path is served without authentication: /healthz,
-// /readyz, /metrics and the login endpoint.
-func Exempt(path string) bool { return exempt[path] }
+// /readyz, /metrics, the login endpoint and page, and the dashboard's
+// static assets.
+func Exempt(path string) bool { return exempt[path] || strings.HasPrefix(path, StaticPrefix) }
+
+// isPage reports whether r asks for a dashboard page (not the API): a
+// person who is not logged in is sent to the login page instead of a 401.
+func isPage(r *http.Request) bool {
+	return r.Method == http.MethodGet && !strings.HasPrefix(r.URL.Path, "/api/")
+}
 
 // Config configures [Auth].
 type Config struct {
@@ -162,6 +176,10 @@ func Auth(cfg Config, log zerolog.Logger) echo.MiddlewareFunc {
 				if ck, err := r.Cookie(cfg.Sessions.cfg.Cookie); err == nil && ck.Value != "" {
 					return cfg.Sessions.authenticate(c, ck.Value, fl, addr, log, next)
 				}
+			}
+			if reason == reasonNoToken && isPage(r) {
+				// A browser that is not logged in: no failed attempt.
+				return unauthorized(c, log, reason, false)
 			}
 			if reason != "" {
 				fl.failed(r.Context(), fl.addrKey(addr))
@@ -305,6 +323,10 @@ const reasonNoToken = "no API token"
 
 // unauthorized logs the refusal and returns the 401.
 func unauthorized(c echo.Context, log zerolog.Logger, reason string, presented bool) error {
+	if isPage(c.Request()) {
+		// A person's browser: to the login page, and back here after it.
+		return c.Redirect(http.StatusSeeOther, LoginPage+"?next="+url.QueryEscape(c.Request().URL.RequestURI()))
+	}
 	logRefusal(c, log.Warn(), reason).Msg("request refused: not authenticated")
 	challenge := `Bearer realm="flotilla"`
 	how := "log in, or send Authorization: Bearer <token> or " + TokenHeader + ": <token>"

@@ -6,7 +6,10 @@
 // beat:<schedule>:<unix>, identical on every replica, so overlapping leaders
 // cannot fire a tick twice within the stream's duplicate window.
 // Bookkeeping (last run, run count) is written to PostgreSQL in batches and
-// survives a database outage in memory.
+// survives a database outage in memory. The leader also puts a small report
+// ([wire.BeatStats]: its terms, fires and fire lag) into the lease bucket
+// every few seconds, for roles that cannot scrape its metrics; [Stats]
+// reads it.
 package beat
 
 import (
@@ -92,6 +95,8 @@ type Scheduler struct {
 	log     zerolog.Logger
 	el      *Elector
 	metrics *metrics
+	stats   fireStats
+	rep     *reporter
 
 	notify chan string
 
@@ -161,6 +166,7 @@ func New(js jetstream.JetStream, store Store, prod Producer, cfg Config, log zer
 		pipe:    make(chan pending, cfg.MaxPending),
 	}
 	s.el = NewElector(js, cfg.Elector, m, log)
+	s.rep = newReporter(s)
 	return s
 }
 
@@ -206,6 +212,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		})
 	})
 	g.Go(func() error { s.collect(gctx); return nil })
+	g.Go(func() error { s.rep.run(gctx); return nil })
 	g.Go(func() error { return s.loop(gctx) })
 	return g.Wait()
 }
@@ -248,8 +255,13 @@ func (s *Scheduler) loop(ctx context.Context) error {
 				continue
 			}
 			if leading {
+				// Before the catch-up, so that its fires count in the term.
+				s.stats.begin(s.cfg.Now())
+				s.rep.now()
 				s.reloadAll(ctx)
 				s.publish(ctx, s.catchUp())
+			} else {
+				s.stats.end()
 			}
 		case name := <-s.notify:
 			if name == "" {
@@ -529,6 +541,7 @@ func (s *Scheduler) publish(ctx context.Context, fires []fire) {
 	ps := make([]*client.Prepared, 0, len(fires))
 	ok := fires[:0:0]
 	now := s.cfg.Now()
+	s.stats.record(now, fires)
 	for _, f := range fires {
 		s.metrics.lag.Observe(now.Sub(f.at).Seconds())
 		p, err := s.prod.Prepare(client.Request{
@@ -601,6 +614,7 @@ func (s *Scheduler) done(name string, at time.Time, duplicate bool, err error) {
 	switch {
 	case err != nil:
 		s.metrics.fires.WithLabelValues("error").Inc()
+		s.stats.failed()
 		s.log.Error().Err(err).Str("schedule", name).Time("fire_at", at).Msg("publish fire")
 	case duplicate:
 		s.metrics.fires.WithLabelValues("duplicate").Inc()

@@ -2,6 +2,7 @@ package beat
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -69,6 +70,7 @@ type Elector struct {
 	metrics *metrics
 
 	mu      sync.Mutex
+	kv      jetstream.KeyValue // the lease bucket, once Run has bound to it
 	leading bool
 	until   time.Time // trust the lease until then
 	rev     uint64
@@ -125,6 +127,9 @@ func (e *Elector) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	e.mu.Lock()
+	e.kv = kv
+	e.mu.Unlock()
 	defer close(e.changes)
 	tick := time.NewTimer(0)
 	defer tick.Stop()
@@ -147,6 +152,13 @@ func (e *Elector) Run(ctx context.Context) error {
 			tick.Reset(e.cfg.Poll)
 		}
 	}
+}
+
+// bucketKV returns the lease bucket, or nil before Run has bound to it.
+func (e *Elector) bucketKV() jetstream.KeyValue {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.kv
 }
 
 func (e *Elector) leadingNow() bool {
@@ -242,6 +254,37 @@ func Leader(ctx context.Context, js jetstream.JetStream) (string, error) {
 		return "", err
 	}
 	return string(ent.Value()), nil
+}
+
+// Stats returns the document the beat leader puts into the lease bucket
+// every few seconds ([wire.BeatStatsKey]). It returns [ErrNoStats] when
+// there is none: no replica has led within the bucket's TTL, or the bucket
+// does not exist.
+func Stats(ctx context.Context, js jetstream.JetStream) (wire.BeatStats, error) {
+	kv, err := js.KeyValue(ctx, wire.LeaseBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return wire.BeatStats{}, ErrNoStats
+	}
+	if err != nil {
+		return wire.BeatStats{}, fmt.Errorf("beat stats: %w", err)
+	}
+	return getStats(ctx, kv)
+}
+
+// getStats reads and decodes the stats document from the lease bucket.
+func getStats(ctx context.Context, kv jetstream.KeyValue) (wire.BeatStats, error) {
+	ent, err := kv.Get(ctx, wire.BeatStatsKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return wire.BeatStats{}, ErrNoStats
+	}
+	if err != nil {
+		return wire.BeatStats{}, fmt.Errorf("beat stats: %w", err)
+	}
+	var st wire.BeatStats
+	if err := json.Unmarshal(ent.Value(), &st); err != nil {
+		return wire.BeatStats{}, fmt.Errorf("beat stats: decode %s: %w", wire.BeatStatsKey, err)
+	}
+	return st, nil
 }
 
 func b2f(b bool) float64 {

@@ -305,7 +305,7 @@ func (c *Client) recordPending(ctx context.Context, p *Prepared) error {
 }
 
 func (c *Client) pending(p *Prepared) results.Update {
-	return results.Update{Task: p.env.Name, Queue: p.env.Queue, State: task.StatePending, EnqueuedAt: p.env.EnqueuedAt}
+	return results.Update{Task: p.env.Name, Queue: p.env.Queue, State: task.StatePending, EnqueuedAt: p.env.EnqueuedAt, Args: p.env.Args}
 }
 
 func (c *Client) msg(p *Prepared, notify string) *nats.Msg {
@@ -622,6 +622,34 @@ func (c *Client) startMux() error {
 // fresh attempt (same task id, retry budget from the start, no expiry),
 // records it PENDING, and removes it from DEAD once TASKS has it.
 func (c *Client) Requeue(ctx context.Context, seq uint64) (Result, error) {
+	return c.requeue(ctx, seq)
+}
+
+// ErrNotFailed is returned by [Client.Retry] for a task that is not
+// FAILURE.
+var ErrNotFailed = errors.New("only a task that failed (FAILURE) can be retried")
+
+// Retry sends failed task id back to its queue: its newest dead letter is
+// requeued (see [Client.Requeue]). It returns results.ErrNotFound for an
+// unknown id, [ErrNotFailed] for a task that did not fail, and
+// jet.ErrDeadNotFound when its dead letter is gone (requeued, deleted, or
+// older than DEAD keeps).
+func (c *Client) Retry(ctx context.Context, id string) (Result, error) {
+	st, err := c.Get(ctx, id)
+	if err != nil {
+		return Result{}, err
+	}
+	if st.State != task.StateFailure {
+		return Result{}, fmt.Errorf("task %s is %s: %w", id, st.State, ErrNotFailed)
+	}
+	d, err := jet.FindDead(ctx, c.js, st.Queue, st.Task, id)
+	if err != nil {
+		return Result{}, err
+	}
+	return c.requeue(ctx, d.Seq)
+}
+
+func (c *Client) requeue(ctx context.Context, seq uint64) (Result, error) {
 	d, err := jet.GetDead(ctx, c.js, seq)
 	if err != nil {
 		return Result{}, err
@@ -633,7 +661,7 @@ func (c *Client) Requeue(ctx context.Context, seq uint64) (Result, error) {
 	}
 	if c.store != nil {
 		_ = c.store.Delete(ctx, d.ID)
-		if err := c.store.Set(ctx, d.ID, results.Update{Task: d.Task, Queue: d.Queue, State: task.StatePending, EnqueuedAt: now}); err != nil {
+		if err := c.store.Set(ctx, d.ID, results.Update{Task: d.Task, Queue: d.Queue, State: task.StatePending, EnqueuedAt: now, Args: d.Args}); err != nil {
 			return Result{}, err
 		}
 	}

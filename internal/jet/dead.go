@@ -55,6 +55,57 @@ func ListDead(ctx context.Context, js jetstream.JetStream, limit int) ([]wire.De
 	return out, nil
 }
 
+// DeadCount is how many dead letters DEAD holds.
+func DeadCount(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	s, err := js.Stream(ctx, wire.StreamDead)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+// FindDead returns the newest dead letter of task id, which was queued on
+// queue as task name (so that only dead.<queue>.<name> is read), or
+// [ErrDeadNotFound]. It reads that subject's letters one by one, at most
+// the newest 100,000.
+func FindDead(ctx context.Context, js jetstream.JetStream, queue, name, id string) (wire.DeadLetter, error) {
+	s, err := js.Stream(ctx, wire.StreamDead)
+	if err != nil {
+		return wire.DeadLetter{}, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return wire.DeadLetter{}, err
+	}
+	subject := wire.DeadSubject(wire.SafeQueue(queue), wire.SafeTask(name))
+	var found *jetstream.RawStreamMsg
+	seq := max(info.State.FirstSeq, 1)
+	if info.State.LastSeq > 100_000 {
+		seq = max(seq, info.State.LastSeq-100_000)
+	}
+	for seq <= info.State.LastSeq {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if isNoMessage(err) {
+			break
+		}
+		if err != nil {
+			return wire.DeadLetter{}, err
+		}
+		if m.Header.Get(wire.HeaderID) == id {
+			found = m
+		}
+		seq = m.Sequence + 1
+	}
+	if found == nil {
+		return wire.DeadLetter{}, fmt.Errorf("%w: task %s has no dead letter", ErrDeadNotFound, id)
+	}
+	return wire.DecodeDead(found.Sequence, found.Subject, found.Time, found.Header, found.Data), nil
+}
+
 // DeleteDead removes the dead letter at seq; [ErrDeadNotFound] when it
 // holds none (already deleted or requeued).
 func DeleteDead(ctx context.Context, js jetstream.JetStream, seq uint64) error {

@@ -215,7 +215,7 @@ func MountHealth(e *echo.Echo, role string, checks []Check, info func() map[stri
 func NewRole(role string, log zerolog.Logger, metrics *prometheus.Registry, checks []Check, requestTimeout time.Duration) *echo.Echo {
 	e := NewEcho(log)
 	e.Use(Metrics(metrics), middleware.RequestID(), middleware.Recover(), SecurityHeaders(), RequireJSON(),
-		Deadline(requestTimeout, "/api/v1/exec/"))
+		Deadline(requestTimeout, "/api/v1/exec/", "/ui/live"))
 	MountHealth(e, role, checks, nil, metrics)
 	return e
 }

@@ -37,6 +37,7 @@ type State struct {
 	Task       string          `json:"task"`
 	Queue      string          `json:"queue"`
 	State      string          `json:"state"`
+	Args       json.RawMessage `json:"args,omitempty"`
 	Result     json.RawMessage `json:"result"`
 	Error      string          `json:"error"`
 	Attempts   int             `json:"attempts"`
@@ -56,13 +57,16 @@ type State struct {
 type Update struct {
 	Task, Queue string
 	State       string
-	Result      json.RawMessage
-	Error       string
-	Attempts    int
-	EnqueuedAt  time.Time
-	StartedAt   time.Time
-	FinishedAt  time.Time
-	Worker      string
+	// Args are the task's args, kept for its detail page when at most
+	// MaxArgsKept bytes; larger args are replaced by a note of their size.
+	Args       json.RawMessage
+	Result     json.RawMessage
+	Error      string
+	Attempts   int
+	EnqueuedAt time.Time
+	StartedAt  time.Time
+	FinishedAt time.Time
+	Worker     string
 	// ClearError removes a previous attempt's error.
 	ClearError bool
 	// Attempt, when set, appends an ended attempt to the task's history
@@ -84,6 +88,13 @@ func (u Update) fields(id string) []any {
 	add("task", u.Task)
 	add("queue", u.Queue)
 	add("state", u.State)
+	if len(u.Args) > 0 {
+		if len(u.Args) <= MaxArgsKept {
+			f = append(f, "args", string(u.Args))
+		} else {
+			f = append(f, "args", fmt.Sprintf(`{"_folded":"%d bytes of args are not kept; see the dead letter or the producer"}`, len(u.Args)))
+		}
+	}
 	if len(u.Result) > 0 {
 		f = append(f, "result", string(u.Result))
 	}
@@ -105,6 +116,9 @@ func (u Update) fields(id string) []any {
 	add("worker", u.Worker)
 	return f
 }
+
+// MaxArgsKept is the largest args a state keeps (16 KiB).
+const MaxArgsKept = 16 << 10
 
 // Config configures a [Store].
 type Config struct {
@@ -422,6 +436,9 @@ func fromHash(m map[string]string) State {
 	st := State{
 		ID: m["id"], Task: m["task"], Queue: m["queue"], State: m["state"],
 		Error: m["error"], Worker: m["worker"],
+	}
+	if a := m["args"]; a != "" {
+		st.Args = json.RawMessage(a)
 	}
 	if r := m["result"]; r != "" {
 		st.Result = json.RawMessage(r)

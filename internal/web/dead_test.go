@@ -37,6 +37,9 @@ func (o op) Requeue(ctx context.Context, seq uint64) (client.Result, error) {
 	return o.cl.Requeue(ctx, seq)
 }
 func (o op) DeleteDead(ctx context.Context, seq uint64) error { return jet.DeleteDead(ctx, o.js, seq) }
+func (o op) RetryTask(ctx context.Context, id string) (client.Result, error) {
+	return o.cl.Retry(ctx, id)
+}
 
 // TestDeadLettersAndQueues lists dead letters, requeues one onto its queue
 // (same task id, no error headers, PENDING again), deletes another, and

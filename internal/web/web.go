@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/flotilla/flotilla/internal/auth"
+	"github.com/flotilla/flotilla/internal/dashboard"
 	"github.com/flotilla/flotilla/internal/logging"
 	"github.com/flotilla/flotilla/internal/rest"
 	"github.com/flotilla/flotilla/internal/store"
@@ -62,6 +63,8 @@ type Config struct {
 	// Canceller, when set, serves POST /api/v1/tasks/{id}/cancel and
 	// POST /api/v1/tasks/cancel (see [CancelRoutes]).
 	Canceller Canceller
+	// Dashboard, when set, serves the pages at / (see package dashboard).
+	Dashboard *dashboard.Dashboard
 	// Audit, when set, keeps the audit log of state-changing management
 	// actions (served on GET /api/v1/audit to admins).
 	Audit AuditStore
@@ -129,6 +132,9 @@ func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *
 	}
 	if cfg.Audit != nil {
 		AuditRoutes{Store: cfg.Audit, Guard: guard}.Mount(g)
+	}
+	if cfg.Dashboard != nil {
+		cfg.Dashboard.Mount(e)
 	}
 	return &Server{cfg: cfg, echo: e}
 }
