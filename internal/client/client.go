@@ -660,7 +660,10 @@ func (c *Client) requeue(ctx context.Context, seq uint64) (Result, error) {
 		return Result{}, task.FieldErrorf("seq", "%v", err)
 	}
 	if c.store != nil {
-		_ = c.store.Delete(ctx, d.ID)
+		// A fresh run: the last run's outcome goes, its history stays.
+		if err := c.store.Reset(ctx, d.ID); err != nil {
+			return Result{}, err
+		}
 		if err := c.store.Set(ctx, d.ID, results.Update{Task: d.Task, Queue: d.Queue, State: task.StatePending, EnqueuedAt: now, Args: d.Args}); err != nil {
 			return Result{}, err
 		}

@@ -40,7 +40,13 @@ type Attempt struct {
 	Outcome   string `json:"outcome"`
 	Error     string `json:"error,omitempty"`
 	ErrorType string `json:"error_type,omitempty"`
+	// Traceback is the goroutine stack of a handler that panicked (at
+	// most MaxTraceback bytes).
+	Traceback string `json:"traceback,omitempty"`
 }
+
+// MaxTraceback bounds [Attempt.Traceback].
+const MaxTraceback = 8 << 10
 
 // Write modes of the index script.
 const (

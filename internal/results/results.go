@@ -498,6 +498,16 @@ func (s *Store) ReleaseIdempotencyKey(ctx context.Context, key, id string) error
 	return nil
 }
 
+// Reset forgets the outcome of task id's last run (result, error, start,
+// finish, worker, attempts) before it runs again; its args and attempt
+// history stay.
+func (s *Store) Reset(ctx context.Context, id string) error {
+	if err := s.rdb.HDel(ctx, s.Key(id), "result", "error", "started_at", "finished_at", "worker", "attempts", "unconfirmed").Err(); err != nil {
+		return unavailable("reset task "+id, err)
+	}
+	return nil
+}
+
 // Delete removes the state of task id.
 func (s *Store) Delete(ctx context.Context, id string) error {
 	if err := s.rdb.Del(ctx, s.Key(id)).Err(); err != nil {

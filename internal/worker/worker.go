@@ -540,6 +540,10 @@ func (w *Worker) history(d *delivery, o attempt.Outcome, outcome string) *result
 	if o.Err != nil {
 		a.Error = o.Err.Error()
 	}
+	var pe *task.PanicError
+	if errors.As(o.Err, &pe) {
+		a.Traceback = string(pe.Stack[:min(len(pe.Stack), results.MaxTraceback)])
+	}
 	return a
 }
 

@@ -223,6 +223,13 @@ func TestPermanentAndPanicDeadLetter(t *testing.T) {
 	require.Equal(t, task.StateFailure, st.State)
 	require.Equal(t, 2, st.Attempts)
 	require.Contains(t, st.Error, "panic: boom")
+	// Each attempt keeps the handler's stack for the task page.
+	require.Len(t, st.History, 2)
+	for _, a := range st.History {
+		require.Equal(t, task.ErrorTypePanic, a.ErrorType)
+		require.Contains(t, a.Traceback, "goroutine")
+		require.Contains(t, a.Traceback, "worker_test.go")
+	}
 	ok := b.enqueue(t, client.Request{Task: "sys.ping"})
 	require.Equal(t, task.StateSuccess, b.waitFinal(t, ok).State)
 }

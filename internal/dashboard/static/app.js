@@ -156,6 +156,9 @@
   const colors = ["--s-sent", "--s-succeeded", "--s-failed", "--s-retried"].map((v) => css.getPropertyValue(v).trim());
   const names = ["enqueued", "succeeded", "failed", "retried"];
   let charts = [];
+  // The live charts (uPlot instances: hour, then 5 minutes), for the
+  // browser tests and for a look from the developer console.
+  window.flotillaCharts = charts;
   if (seriesEl && window.uPlot) {
     const data = JSON.parse(seriesEl.textContent);
     const hour = bucketize(data.start, data.counts, 10);
@@ -200,10 +203,12 @@
     setText("v-workers", u.workers);
     setText("v-running", u.running);
     setText("v-dead", u.dead);
+    setBad("v-dead", u.dead > 0);
     setText("v-leader", u.leader || "none");
     setText("v-lag", u.lag_p99_ms ? u.lag_p99_ms.toFixed(1) + " ms" : "–");
     const l5 = u.last5m;
     setText("v-enq5", l5[0]); setText("v-ok5", l5[1]); setText("v-fail5", l5[2]);
+    setBad("v-fail5", l5[2] > 0);
     const done = l5[1] + l5[2];
     setText("v-rate", done ? (100 * l5[2] / done).toFixed(1) + " %" : "–");
     for (const q of u.queues || []) {
@@ -233,6 +238,7 @@
     if (!placeholder) chart.setData(rows);
   }
   function setText(id, v) { const el = document.getElementById(id); if (el) el.textContent = v; }
+  function setBad(id, bad) { const el = document.getElementById(id); if (el) el.classList.toggle("bad", bad); }
 
   // ---- widths decided by data (CSP: no style attributes) -------------------
   for (const el of document.querySelectorAll("[data-width]")) el.style.width = el.dataset.width;
