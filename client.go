@@ -172,6 +172,46 @@ func (c *Client) Enqueue(ctx context.Context, taskName string, args any, o Enque
 	return res.ID, err
 }
 
+// Task is one task of [Client.EnqueueMany]: its name, args and options.
+type Task struct {
+	Name    string
+	Args    any
+	Options EnqueueOptions
+}
+
+// ErrBatchDuplicate: a task of an EnqueueMany batch repeats an ID or
+// IdempotencyKey stored within the dedup window; nothing was stored.
+var ErrBatchDuplicate = client.ErrBatchDuplicate
+
+// ItemError names the task of an EnqueueMany batch at fault (Index); the
+// error it wraps says why. Nothing of the batch was stored.
+type ItemError = client.ItemError
+
+// EnqueueMany enqueues up to 1,000 tasks atomically (a JetStream atomic
+// batch): every one is stored or none is. The ids are in the order of
+// tasks. An invalid task fails the batch with an [*ItemError]. The tasks
+// all run now, or are all delayed (Countdown or ETA): one batch cannot mix
+// the two.
+func (c *Client) EnqueueMany(ctx context.Context, tasks []Task) ([]string, error) {
+	rs := make([]client.Request, len(tasks))
+	for i, t := range tasks {
+		r, err := c.request(t.Name, t.Args, t.Options)
+		if err != nil {
+			return nil, &ItemError{Index: i, Err: err}
+		}
+		rs[i] = r
+	}
+	res, err := c.c.EnqueueBatch(ctx, rs)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(res))
+	for i, r := range res {
+		ids[i] = r.ID
+	}
+	return ids, nil
+}
+
 // EnqueueAndWait enqueues and waits for the final state (bound it with ctx).
 func (c *Client) EnqueueAndWait(ctx context.Context, taskName string, args any, o EnqueueOptions) (State, error) {
 	r, err := c.request(taskName, args, o)

@@ -284,7 +284,7 @@ func (e *env) fill(ctx context.Context, c *client.Client, n int) (float64, error
 		for i := 0; i < batch && done+i < n; i++ {
 			reqs = append(reqs, client.Request{Task: "sys.ping", Args: e.args, Origin: "client"})
 		}
-		_, errs := c.EnqueueMany(ctx, reqs)
+		_, errs := c.EnqueueEach(ctx, reqs)
 		for _, err := range errs {
 			if err != nil {
 				return 0, err

@@ -308,24 +308,25 @@ func (c *Client) pending(p *Prepared) results.Update {
 	return results.Update{Task: p.env.Name, Queue: p.env.Queue, State: task.StatePending, EnqueuedAt: p.env.EnqueuedAt, Args: p.env.Args}
 }
 
+// msg is the message that carries task p: on tasks.<queue>.<task>, or for
+// a delayed task on its delayed subject with the server schedule that
+// moves it there when due. Every way into TASKS (enqueue, batches, the
+// outbox relay) publishes this message as it is.
 func (c *Client) msg(p *Prepared, notify string) *nats.Msg {
 	if p.runAt.IsZero() {
 		return wire.NewTaskMsg(p.subject, p.env, p.msgID, notify)
 	}
-	return wire.NewTaskMsg(wire.DelayedSubject(p.env.Queue, p.env.ID), p.env, p.msgID, notify)
-}
-
-func (c *Client) pubOpts(p *Prepared) []jetstream.PublishOpt {
-	if p.runAt.IsZero() {
-		return nil
-	}
+	m := wire.NewTaskMsg(wire.DelayedSubject(p.env.Queue, p.env.ID), p.env, p.msgID, notify)
 	// Server schedules have one-second resolution (RFC 3339 without
-	// fractions); round up so that a task never runs before its ETA.
+	// fractions); round up so that a task never runs before its ETA. These
+	// are the headers jetstream.WithScheduleAt and WithScheduleTarget set.
 	at := p.runAt.Truncate(time.Second)
 	if at.Before(p.runAt) {
 		at = at.Add(time.Second)
 	}
-	return []jetstream.PublishOpt{jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(wire.DueSubject(p.env.Queue, p.env.ID))}
+	m.Header.Set(jetstream.ScheduleHeader, "@at "+at.UTC().Format(time.RFC3339))
+	m.Header.Set(jetstream.ScheduleTargetHeader, wire.DueSubject(p.env.Queue, p.env.ID))
+	return m
 }
 
 // Enqueue validates r, records the task as PENDING and publishes it. Errors:
@@ -361,7 +362,7 @@ func (c *Client) enqueue(ctx context.Context, r Request, notify string) (Result,
 			return Result{}, err
 		}
 	}
-	ack, err := c.js.PublishMsg(ctx, c.msg(p, notify), c.pubOpts(p)...)
+	ack, err := c.js.PublishMsg(ctx, c.msg(p, notify))
 	if err != nil {
 		err = translatePublishErr(id, p.env.Queue, err)
 		if !errors.Is(err, ErrUnconfirmed) {
@@ -398,7 +399,7 @@ func (c *Client) again(ctx context.Context, p *Prepared, bound, notify string) (
 		return Result{ID: bound, State: st.State, Duplicate: true}, nil
 	}
 	p.env.ID = bound
-	if _, err := c.js.PublishMsg(ctx, c.msg(p, notify), c.pubOpts(p)...); err != nil {
+	if _, err := c.js.PublishMsg(ctx, c.msg(p, notify)); err != nil {
 		return Result{}, translatePublishErr(bound, p.env.Queue, err)
 	}
 	_ = c.store.ClearUnconfirmed(context.WithoutCancel(ctx), bound)
@@ -448,7 +449,7 @@ func (f *Future) Wait(ctx context.Context) (Result, error) {
 		case ack = <-f.fut.Ok():
 		case err = <-f.fut.Err():
 			var err2 error
-			if ack, err2 = f.c.js.PublishMsg(ctx, f.fut.Msg(), f.c.pubOpts(p)...); err2 == nil {
+			if ack, err2 = f.c.js.PublishMsg(ctx, f.fut.Msg()); err2 == nil {
 				err = nil
 			} else {
 				err = errors.Join(err, err2)
@@ -498,16 +499,17 @@ func (c *Client) Send(ctx context.Context, ps []*Prepared) ([]*Future, error) {
 	futs := make([]*Future, len(ps))
 	for i, p := range ps {
 		f := &Future{c: c, p: p}
-		f.fut, f.err = c.js.PublishMsgAsync(c.msg(p, ""), c.pubOpts(p)...)
+		f.fut, f.err = c.js.PublishMsgAsync(c.msg(p, ""))
 		futs[i] = f
 	}
 	return futs, nil
 }
 
-// EnqueueMany enqueues rs with one Redis pipeline and asynchronous
+// EnqueueEach enqueues rs with one Redis pipeline and asynchronous
 // publishes, for throughput. The result slice has one entry per request;
-// errs[i] is that request's error.
-func (c *Client) EnqueueMany(ctx context.Context, rs []Request) ([]Result, []error) {
+// errs[i] is that request's error: unlike [Client.EnqueueBatch], some may
+// be stored and others not.
+func (c *Client) EnqueueEach(ctx context.Context, rs []Request) ([]Result, []error) {
 	out := make([]Result, len(rs))
 	errs := make([]error, len(rs))
 	ps := make([]*Prepared, 0, len(rs))

@@ -141,7 +141,7 @@ func TestValidation(t *testing.T) {
 				t.Parallel()
 				for _, enqueue := range []func() error{
 					func() error { _, err := b.client.Enqueue(t.Context(), tc.req); return err },
-					func() error { _, errs := b.client.EnqueueMany(t.Context(), []client.Request{tc.req}); return errs[0] },
+					func() error { _, errs := b.client.EnqueueEach(t.Context(), []client.Request{tc.req}); return errs[0] },
 				} {
 					err := enqueue()
 					require.Error(t, err)
@@ -388,8 +388,8 @@ func TestQueueFull(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "other", bound, "the refused task's idempotency key was released")
 
-	// EnqueueMany reports the same error per request.
-	_, errs := b.client.EnqueueMany(t.Context(), []client.Request{{Task: "sys.ping"}, {Task: "sys.ping"}})
+	// EnqueueEach reports the same error per request.
+	_, errs := b.client.EnqueueEach(t.Context(), []client.Request{{Task: "sys.ping"}, {Task: "sys.ping"}})
 	for _, err := range errs {
 		require.ErrorIs(t, err, client.ErrQueueFull)
 	}
@@ -420,7 +420,7 @@ func TestServerSizeLimits(t *testing.T) {
 					return err
 				},
 				func() error {
-					_, errs := b.client.EnqueueMany(t.Context(), []client.Request{{Task: "big.task", Args: args}})
+					_, errs := b.client.EnqueueEach(t.Context(), []client.Request{{Task: "big.task", Args: args}})
 					return errs[0]
 				},
 			} {
@@ -508,7 +508,7 @@ func TestEnqueueMany(t *testing.T) {
 	for i := range rs {
 		rs[i] = client.Request{Task: "bench.noop", Args: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}
 	}
-	out, errs := b.client.EnqueueMany(t.Context(), rs)
+	out, errs := b.client.EnqueueEach(t.Context(), rs)
 	require.Len(t, out, n)
 	require.Len(t, errs, n)
 	seen := map[string]bool{}
@@ -532,7 +532,7 @@ func TestEnqueueMany(t *testing.T) {
 func TestEnqueueManyMixed(t *testing.T) {
 	t.Parallel()
 	b := setup(t, opts{})
-	out, errs := b.client.EnqueueMany(t.Context(), []client.Request{
+	out, errs := b.client.EnqueueEach(t.Context(), []client.Request{
 		{Task: "a.ok"},
 		{Task: "Bad"},
 		{Task: "a.ok", IdempotencyKey: "k1"},

@@ -38,6 +38,21 @@ func IsStreamFull(err error) bool {
 	return ok && code == codeStoreFailed && strings.Contains(desc, "exceeded")
 }
 
+// IsAtomicDuplicate reports whether the server refused an atomic batch
+// because one of its messages repeats a Nats-Msg-Id stored within the
+// duplicate window (or one of the batch's own).
+func IsAtomicDuplicate(err error) bool {
+	code, _, ok := apiCode(err)
+	return ok && code == jetstream.ErrorCode(server.JSAtomicPublishContainsDuplicateMessageErr)
+}
+
+// IsAtomicDisabled reports whether the stream refused an atomic batch
+// because its allow_atomic is off.
+func IsAtomicDisabled(err error) bool {
+	code, _, ok := apiCode(err)
+	return ok && code == jetstream.ErrorCode(server.JSAtomicPublishDisabledErr)
+}
+
 // IsMsgTooLarge reports whether a publish was refused for its size.
 func IsMsgTooLarge(err error) bool {
 	code, _, ok := apiCode(err)

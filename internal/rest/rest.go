@@ -70,6 +70,18 @@ func unavailable(code, msg string) *HTTPError {
 // that is down is a 503 with Retry-After and a stable code, and its
 // message names no address, user or database.
 func Translate(err error) *HTTPError {
+	var ie *client.ItemError
+	if errors.As(err, &ie) {
+		// One task of a batch: its own answer, naming its index.
+		inner := *Translate(ie.Err)
+		inner.Body.Error = fmt.Sprintf("tasks[%d]: %s", ie.Index, inner.Body.Error)
+		if inner.Body.Field != "" {
+			inner.Body.Field = fmt.Sprintf("tasks[%d].%s", ie.Index, inner.Body.Field)
+		} else {
+			inner.Body.Field = fmt.Sprintf("tasks[%d]", ie.Index)
+		}
+		return &inner
+	}
 	var he *HTTPError
 	if errors.As(err, &he) {
 		return he
@@ -77,6 +89,8 @@ func Translate(err error) *HTTPError {
 	var fe *task.FieldError
 	var ee *echo.HTTPError
 	switch {
+	case errors.Is(err, client.ErrBatchDuplicate):
+		return NewError(http.StatusConflict, "duplicate", "tasks", err.Error()+"; nothing of the batch was stored")
 	case errors.As(err, &fe):
 		return NewError(http.StatusBadRequest, "invalid_field", fe.Field, err.Error())
 	case errors.Is(err, client.ErrUnknownQueue):

@@ -24,6 +24,7 @@ import (
 // Enqueuer is what the task endpoints need from the client.
 type Enqueuer interface {
 	Enqueue(ctx context.Context, r client.Request) (client.Result, error)
+	EnqueueBatch(ctx context.Context, rs []client.Request) ([]client.Result, error)
 	Get(ctx context.Context, id string) (results.State, error)
 	WaitFor(ctx context.Context, id string, d time.Duration) (results.State, error)
 	Search(ctx context.Context, q results.Query) (results.Page, error)
@@ -55,6 +56,7 @@ func (r TaskRoutes) Mount(g *echo.Group) {
 		r.Now = time.Now
 	}
 	g.POST("/tasks", r.enqueue, r.Guard.Use("", store.RoleOperator)...)
+	g.POST("/tasks/batch", r.batch, r.Guard.Use("", store.RoleOperator)...)
 	g.GET("/tasks/:id", r.get, r.Guard.Use("", store.RoleViewer)...)
 	if r.Search {
 		g.GET("/tasks", r.search, r.Guard.Use("", store.RoleViewer)...)
@@ -136,6 +138,54 @@ func (r TaskRoutes) enqueue(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusAccepted, res)
+}
+
+// MaxBatchBodyBytes bounds the body of POST /api/v1/tasks/batch (each
+// task's args stay bounded by tasks.max_body_bytes).
+const MaxBatchBodyBytes = 32 << 20
+
+// batch answers POST /api/v1/tasks/batch {"tasks": [<enqueue body>, ...]}
+// with {"ids": [...]} in order: all stored or none (see
+// [client.Client.EnqueueBatch]). An invalid task is a 400 or 422 whose
+// field names its index ("tasks[3].queue").
+func (r TaskRoutes) batch(c echo.Context) error {
+	b, err := ReadBody(c, min(MaxBatchBodyBytes, r.MaxBodyBytes*client.MaxBatch))
+	if err != nil {
+		return err
+	}
+	var body struct {
+		Tasks []json.RawMessage `json:"tasks"`
+	}
+	if err := DecodeStrict(b, &body); err != nil {
+		return err
+	}
+	if body.Tasks == nil {
+		return NewError(http.StatusBadRequest, "invalid_field", "tasks", `tasks: missing; want {"tasks": [<enqueue body>, ...]}`)
+	}
+	now := r.Now()
+	reqs := make([]client.Request, len(body.Tasks))
+	for i, raw := range body.Tasks {
+		if int64(len(raw)) > r.MaxBodyBytes {
+			return &client.ItemError{Index: i, Err: NewError(http.StatusRequestEntityTooLarge, "too_large", "",
+				fmt.Sprintf("is %d bytes; the limit per task is %d (tasks.max_body_bytes)", len(raw), r.MaxBodyBytes))}
+		}
+		req, err := ParseEnqueue(raw, now)
+		if err != nil {
+			return &client.ItemError{Index: i, Err: err}
+		}
+		req.Origin = r.Origin
+		req.Traceparent = c.Request().Header.Get("traceparent")
+		reqs[i] = req
+	}
+	res, err := r.Client.EnqueueBatch(c.Request().Context(), reqs)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(res))
+	for i, x := range res {
+		ids[i] = x.ID
+	}
+	return c.JSON(http.StatusAccepted, map[string][]string{"ids": ids})
 }
 
 // ParseEnqueue decodes an enqueue body strictly (an unknown field or a

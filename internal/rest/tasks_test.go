@@ -29,11 +29,12 @@ const maxBody = 1024
 type routes struct {
 	e  *echo.Echo
 	js jetstream.JetStream
+	cl *client.Client
 }
 
 // setupRoutes mounts TaskRoutes on echo with a real client: an in-process
 // JetStream server with the streams/ topology and the test Redis.
-func setupRoutes(t *testing.T, p jet.TopologyParams) *routes {
+func setupRoutes(t testing.TB, p jet.TopologyParams) *routes {
 	t.Helper()
 	ns := jettest.Server(t)
 	nc, js, err := jet.Connect(t.Context(), ns.ClientURL(), "rest-test", "")
@@ -56,7 +57,7 @@ func setupRoutes(t *testing.T, p jet.TopologyParams) *routes {
 
 	e := rest.NewEcho(zerolog.New(zerolog.NewTestWriter(t)))
 	rest.TaskRoutes{Client: cl, MaxBodyBytes: maxBody, Origin: "web"}.Mount(e.Group("/api/v1"))
-	return &routes{e: e, js: js}
+	return &routes{e: e, js: js, cl: cl}
 }
 
 func (r *routes) post(body string, hdr map[string]string) errorResponse {
@@ -192,4 +193,54 @@ func TestTaskRoutesDelayed(t *testing.T) {
 	exp, err := time.Parse(time.RFC3339Nano, raw.Header.Get(wire.HeaderExpires))
 	require.NoError(t, err)
 	require.WithinDuration(t, time.Now().Add(2*time.Hour), exp, time.Minute, "expires as a duration counts from now")
+}
+
+// TestTaskBatch: POST /api/v1/tasks/batch answers the ids in order, or an
+// error naming the index of the task at fault and storing nothing.
+func TestTaskBatch(t *testing.T) {
+	t.Parallel()
+	r := setupRoutes(t, jet.TopologyParams{})
+	post := func(body string) errorResponse { return serve(r.e, http.MethodPost, "/api/v1/tasks/batch", body, nil) }
+	msgs := func() uint64 {
+		s, err := r.js.Stream(t.Context(), wire.StreamTasks)
+		require.NoError(t, err)
+		info, err := s.Info(t.Context())
+		require.NoError(t, err)
+		return info.State.Msgs
+	}
+
+	res := post(`{"tasks":[{"task":"sys.ping"},{"task":"email.send","args":{"to":"a@example.com"},"id":"mail-1"},{"task":"sys.ping","queue":"default"}]}`)
+	require.Equal(t, http.StatusAccepted, res.status, res.body)
+	var ok struct {
+		IDs []string `json:"ids"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(res.body), &ok))
+	require.Len(t, ok.IDs, 3)
+	require.Equal(t, "mail-1", ok.IDs[1])
+	require.EqualValues(t, 3, msgs())
+
+	for _, tc := range []struct {
+		name, body string
+		status     int
+		code       string
+		field      string
+	}{
+		{"unknown task", `{"tasks":[{"task":"sys.ping"},{"task":"no.such"}]}`, http.StatusNotFound, "unknown_task", "tasks[1].task"},
+		{"bad field", `{"tasks":[{"task":"sys.ping","max_retries":-1}]}`, http.StatusBadRequest, "invalid_field", "tasks[0].max_retries"},
+		{"unknown field", `{"tasks":[{"task":"sys.ping"},{"task":"sys.ping","color":"red"}]}`, http.StatusBadRequest, "unknown_field", "tasks[1].color"},
+		{"not an object", `{"tasks":[1]}`, http.StatusBadRequest, "bad_json", "tasks[0]"},
+		{"no tasks", `{}`, http.StatusBadRequest, "invalid_field", "tasks"},
+		{"empty", `{"tasks":[]}`, http.StatusBadRequest, "invalid_field", "tasks"},
+		{"stored id", `{"tasks":[{"task":"sys.ping"},{"task":"sys.ping","id":"mail-1"}]}`, http.StatusConflict, "duplicate", "tasks"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := post(tc.body)
+			require.Equal(t, tc.status, res.status, res.body)
+			var e rest.Error
+			require.NoError(t, json.Unmarshal([]byte(res.body), &e))
+			require.Equal(t, tc.code, e.Code, res.body)
+			require.Equal(t, tc.field, e.Field, res.body)
+			require.EqualValues(t, 3, msgs(), "nothing of a refused batch is stored")
+		})
+	}
 }

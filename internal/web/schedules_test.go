@@ -31,6 +31,14 @@ type fakeClient struct {
 	reqs []client.Request
 }
 
+func (f *fakeClient) EnqueueBatch(ctx context.Context, rs []client.Request) ([]client.Result, error) {
+	out := make([]client.Result, len(rs))
+	for i, r := range rs {
+		out[i], _ = f.Enqueue(ctx, r)
+	}
+	return out, nil
+}
+
 func (f *fakeClient) Enqueue(_ context.Context, r client.Request) (client.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -415,7 +415,7 @@ func TestKilledWorkerLosesNothing(t *testing.T) {
 	for i := range reqs {
 		reqs[i] = client.Request{Task: "test.count", Args: json.RawMessage(`{"ms":10}`), MaxRetries: intp(5)}
 	}
-	res, errs := b.cl.EnqueueMany(t.Context(), reqs)
+	res, errs := b.cl.EnqueueEach(t.Context(), reqs)
 	for _, err := range errs {
 		require.NoError(t, err)
 	}
@@ -494,7 +494,7 @@ func TestClusterNodeLoss(t *testing.T) {
 	for i := range reqs {
 		reqs[i] = client.Request{Task: "test.count", Args: json.RawMessage(`{"ms":2}`), MaxRetries: intp(10)}
 	}
-	res, errs := b.cl.EnqueueMany(t.Context(), reqs)
+	res, errs := b.cl.EnqueueEach(t.Context(), reqs)
 	for _, err := range errs {
 		require.NoError(t, err)
 	}

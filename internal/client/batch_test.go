@@ -1,0 +1,145 @@
+package client_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/flotilla/flotilla/internal/client"
+	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
+)
+
+func pings(n int) []client.Request {
+	rs := make([]client.Request, n)
+	for i := range rs {
+		rs[i] = client.Request{Task: "sys.ping", Args: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}
+	}
+	return rs
+}
+
+// TestEnqueueBatchAllOrNone: a batch whose 1,000th task is invalid stores
+// nothing (no message, no state); a valid batch of 1,000 appears in TASKS
+// all at once — a reader polling the stream during the publish sees 0
+// or 1,000 messages, never a part — with a PENDING state for each id.
+func TestEnqueueBatchAllOrNone(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	ctx := t.Context()
+
+	rs := pings(client.MaxBatch)
+	rs[999].Queue = "Bad Queue"
+	_, err := b.client.EnqueueBatch(ctx, rs)
+	var ie *client.ItemError
+	require.ErrorAs(t, err, &ie)
+	require.Equal(t, 999, ie.Index)
+	require.Equal(t, "tasks[999].queue", ie.Field())
+	require.ErrorIs(t, err, client.ErrInvalid)
+	require.Zero(t, b.streamMsgs(t, wire.StreamTasks))
+	keys, err := b.rdb.Keys(ctx, b.prefix+"*").Result()
+	require.NoError(t, err)
+	require.Empty(t, keys, "an invalid batch records no state")
+
+	// A reader getting the batch's first and last messages during the
+	// publish finds both or neither: the server commits the batch in
+	// isolation from reads.
+	var partial, whole atomic.Int64
+	var stop atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s, err := b.js.Stream(ctx, wire.StreamTasks)
+		if err != nil {
+			return
+		}
+		for !stop.Load() {
+			if _, err := s.GetMsg(ctx, 1); err != nil {
+				continue
+			}
+			if _, err := s.GetMsg(ctx, client.MaxBatch); err != nil {
+				partial.Add(1)
+			} else {
+				whole.Add(1)
+			}
+		}
+	}()
+	res, err := b.client.EnqueueBatch(ctx, pings(client.MaxBatch))
+	time.Sleep(20 * time.Millisecond) // let the reader see the whole batch too
+	stop.Store(true)
+	<-done
+	require.NoError(t, err)
+	require.Len(t, res, client.MaxBatch)
+	require.EqualValues(t, client.MaxBatch, b.streamMsgs(t, wire.StreamTasks))
+	require.Zero(t, partial.Load(), "a reader found the batch's first message without its last")
+	require.NotZero(t, whole.Load())
+	ids := map[string]bool{}
+	for i, r := range res {
+		require.False(t, ids[r.ID], "id %s twice", r.ID)
+		ids[r.ID] = true
+		if i%100 == 0 {
+			st, err := b.store.Get(ctx, r.ID)
+			require.NoError(t, err)
+			require.Equal(t, task.StatePending, st.State)
+			require.JSONEq(t, fmt.Sprintf(`{"i":%d}`, i), string(st.Args), "ids are in the order of the requests")
+		}
+	}
+}
+
+// TestEnqueueBatchRefusals: the cases that store nothing.
+func TestEnqueueBatchRefusals(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	ctx := t.Context()
+
+	_, err := b.client.EnqueueBatch(ctx, nil)
+	require.ErrorIs(t, err, client.ErrInvalid)
+	_, err = b.client.EnqueueBatch(ctx, pings(client.MaxBatch+1))
+	require.ErrorContains(t, err, "holds 1001 tasks; the limit is 1000")
+
+	// The same idempotency key twice in one batch.
+	rs := pings(3)
+	rs[0].IdempotencyKey, rs[2].IdempotencyKey = "k", "k"
+	_, err = b.client.EnqueueBatch(ctx, rs)
+	var ie *client.ItemError
+	require.ErrorAs(t, err, &ie)
+	require.Equal(t, 2, ie.Index)
+	require.ErrorContains(t, err, "repeats the key of tasks[0]")
+
+	// Immediate and delayed tasks do not mix.
+	rs = pings(2)
+	rs[1].Countdown = time.Minute
+	_, err = b.client.EnqueueBatch(ctx, rs)
+	require.ErrorAs(t, err, &ie)
+	require.Equal(t, 1, ie.Index)
+	require.Equal(t, "tasks[1].countdown", ie.Field())
+
+	// A task id stored before: the server refuses the whole batch, and
+	// the states the batch recorded are taken back.
+	first, err := b.client.Enqueue(ctx, client.Request{Task: "sys.ping", ID: "stored-before"})
+	require.NoError(t, err)
+	rs = pings(3)
+	rs[2].ID = first.ID
+	_, err = b.client.EnqueueBatch(ctx, rs)
+	require.ErrorIs(t, err, client.ErrBatchDuplicate)
+	require.EqualValues(t, 1, b.streamMsgs(t, wire.StreamTasks))
+	keys, err := b.rdb.Keys(ctx, b.prefix+":task:*").Result()
+	require.NoError(t, err)
+	require.Len(t, keys, 1, "only the task stored before has a state: %v", keys)
+	require.Zero(t, b.streamMsgs(t, wire.StreamDelayed))
+
+	// A batch of delayed tasks goes to DELAYED, atomically too.
+	rs = pings(10)
+	for i := range rs {
+		rs[i].Countdown = time.Hour
+	}
+	res, err := b.client.EnqueueBatch(ctx, rs)
+	require.NoError(t, err)
+	require.Len(t, res, 10)
+	require.EqualValues(t, 10, b.streamMsgs(t, wire.StreamDelayed))
+	require.False(t, errors.Is(err, client.ErrUnconfirmed))
+}
