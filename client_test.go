@@ -21,6 +21,7 @@ func TestClientEnqueueAndWait(t *testing.T) {
 	url := jettest.Server(t).ClientURL()
 	_, prefix := resultstest.Client(t)
 	t.Setenv("FLOTILLA_REDIS_PREFIX", prefix)
+	t.Setenv("FLOTILLA_OUTBOX_RELAY", "false") // no database here
 	app := flotilla.New()
 	app.Handle("greet.hello", func(_ context.Context, env *flotilla.Envelope) (any, error) {
 		return map[string]string{"hello": string(env.Args)}, nil
@@ -53,4 +54,27 @@ func TestClientEnqueueAndWait(t *testing.T) {
 	require.True(t, errors.Is(err, flotilla.ErrInvalid), "non-object args: %v", err)
 	_, err = c.Get(t.Context(), "nope")
 	require.ErrorIs(t, err, flotilla.ErrNotFound)
+
+	// A chain through the worker role: each step gets the result before it.
+	id, err := c.StartWorkflow(t.Context(), flotilla.Chain(
+		flotilla.Call("greet.hello", map[string]int{"n": 1}),
+		flotilla.Call("greet.hello", nil, flotilla.CallOptions{PassResult: true}),
+	))
+	require.NoError(t, err)
+	var ws flotilla.WorkflowState
+	require.Eventually(t, func() bool {
+		ws, err = c.GetWorkflow(t.Context(), id)
+		return err == nil && ws.State != "RUNNING"
+	}, 20*time.Second, 20*time.Millisecond)
+	require.Equal(t, "SUCCESS", ws.State, ws.Error)
+	require.JSONEq(t, `{"hello":"{\"previous\":{\"hello\":\"{\\\"n\\\":1}\"}}"}`, string(ws.Result))
+
+	// A batch is all or none.
+	ids, err := c.EnqueueMany(t.Context(), []flotilla.Task{{Name: "greet.hello"}, {Name: "greet.hello", Args: map[string]int{"n": 2}}})
+	require.NoError(t, err)
+	require.Len(t, ids, 2)
+	_, err = c.EnqueueMany(t.Context(), []flotilla.Task{{Name: "greet.hello"}, {Name: "greet.hello", Args: []int{1}}})
+	var ie *flotilla.ItemError
+	require.ErrorAs(t, err, &ie)
+	require.Equal(t, 1, ie.Index)
 }

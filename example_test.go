@@ -27,5 +27,5 @@ func Example() {
 	// app.Main() would run the command line here.
 	fmt.Println(app.Tasks())
 
-	// Output: [email.send probe.http sys.echo sys.fail sys.ping sys.sleep]
+	// Output: [email.send probe.http sys.echo sys.fail sys.ping sys.sleep sys.workflow]
 }

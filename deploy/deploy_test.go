@@ -545,9 +545,8 @@ func TestK8sRoles(t *testing.T) {
 		field := fmt.Sprintf("spec.template.spec.containers[%s]", ctr.Name)
 		checkSecretEnv(t, m, field, ctr, "FLOTILLA_NATS_URL", "nats-url-"+role)
 		checkSecretEnv(t, m, field, ctr, "FLOTILLA_REDIS_URL", "redis-url")
-		if role != "worker" {
-			checkSecretEnv(t, m, field, ctr, "FLOTILLA_DATABASE_URL", "database-url")
-		}
+		// Workers too: the outbox relay.
+		checkSecretEnv(t, m, field, ctr, "FLOTILLA_DATABASE_URL", "database-url")
 	}
 }
 

@@ -327,7 +327,7 @@ func TestShippedPermissions(t *testing.T) {
 	add("worker", pub, "_INBOX_web.x", "_INBOX_api.x.y", "$KV.flotilla_beat.leader",
 		"$JS.API.STREAM.DELETE.TASKS", "$JS.API.STREAM.PURGE.DEAD", "$JS.API.STREAM.MSG.DELETE.DEAD",
 		"$JS.API.CONSUMER.CREATE.TASKS.q-evil", "$JS.API.CONSUMER.DELETE.TASKS.q-default",
-		"$JS.API.STREAM.CREATE.EVIL", "delayed.at.x", "$SRV.PING", "$KV.flotilla_cancel.x",
+		"$JS.API.STREAM.CREATE.EVIL", "$JS.API.STREAM.INFO.DEAD", "$SRV.PING", "$KV.flotilla_cancel.x",
 		"$JS.API.STREAM.PURGE.TASKS", "$JS.API.CONSUMER.PAUSE.TASKS.q-default")
 	add("web", pub, "$JS.API.STREAM.PURGE.KV_flotilla_cancel", "$JS.API.STREAM.DELETE.KV_flotilla_workers",
 		"$JS.API.CONSUMER.CREATE.TASKS.q-evil")

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,6 +43,7 @@ import (
 	"github.com/flotilla/flotilla/internal/web"
 	"github.com/flotilla/flotilla/internal/wire"
 	"github.com/flotilla/flotilla/internal/worker"
+	"github.com/flotilla/flotilla/internal/workflow"
 )
 
 // Options are what a process adds to its configuration.
@@ -76,6 +78,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		n.Postgres = true
 	case config.RoleWorker:
 		roles = []string{cfg.Role}
+		n.Postgres = cfg.Outbox.Relay // the outbox relay's
 	case config.RoleBeat:
 		roles = []string{cfg.Role}
 		// Beat records the PENDING state of its fires best effort (it keeps
@@ -256,16 +259,22 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 		}
 		wcfg.Dashboard = dashboard.New(dcfg, log)
 		if c.Results != nil {
-			wcfg.Canceller = revoke.New(c.JS, c.Results, jet.NewEvents(c.NC, cfg.Tasks.Events))
+			cn := revoke.New(c.JS, c.Results, jet.NewEvents(c.NC, cfg.Tasks.Events))
+			wcfg.Canceller = cn
+			wcfg.Workflows = workflow.New(c.Results, cl, func(ctx context.Context, id, by string) error {
+				_, err := cn.Cancel(ctx, id, by)
+				return err
+			})
 		}
 		s := web.New(wcfg, cl, checks(c, true), log)
+		relay := outboxRelay(role, cfg, c, reg, metrics, log)
 		log.Info().Str("addr", cfg.Web.Addr).Msg("web listening")
 		return func(ctx context.Context) error {
 			go hub.Run(ctx) // its snapshots also sample the queues' rates
 			if c.Results != nil {
 				go c.Results.TrimEvery(ctx, time.Minute)
 			}
-			return s.Run(ctx)
+			return withRelay(s.Run, relay)(ctx)
 		}, nil
 	case config.RoleAPI:
 		acfg := api.Config{Addr: cfg.API.Addr, MaxBodyBytes: cfg.Tasks.MaxBodyBytes, ShutdownTimeout: cfg.ShutdownTimeout,
@@ -292,8 +301,15 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 			wc.Limiter = limits.New(c.Redis, cfg.Redis.Prefix)
 		}
 		ConfigureLimits(cfg, reg, log)
+		if c.Results != nil {
+			// Moving workflows on publishes their next steps.
+			eng := workflow.New(c.Results, NewClient(cfg, c, reg), nil)
+			wc.Workflows = eng
+			wc.Middleware = append(slices.Clone(wc.Middleware), workflow.Middleware(eng))
+		}
 		w := worker.New(c.NC, c.JS, reg, c.Results, log, wc)
-		return withHealth(w.Run, "worker", ln, cfg, checks(c, false), nil, metrics, log), nil
+		run := withRelay(w.Run, outboxRelay(role, cfg, c, reg, metrics, log))
+		return withHealth(run, "worker", ln, cfg, checks(c, false), nil, metrics, log), nil
 	case config.RoleBeat:
 		code, err := CodeSchedules(reg, opts.Schedules)
 		if err != nil {

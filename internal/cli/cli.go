@@ -93,6 +93,7 @@ func newRoot(env Env) *cobra.Command {
 		roleCmd(env, rf, config.RoleBeat, "Run the periodic scheduler (one replica leads, the others stand by)", addrFlag("beat.addr")),
 		streamsCmd(env, rf),
 		taskCmd(env, rf),
+		workflowCmd(env, rf),
 		migrateCmd(env, rf),
 		scheduleCmd(env, rf),
 		tokenCmd(rf),

@@ -46,8 +46,9 @@ func (e *ItemError) Field() string {
 
 // EnqueueBatch validates every request of rs, records them PENDING and
 // publishes them as one atomic batch (JetStream atomic publish): all are
-// stored or none. The results are in the order of rs. An invalid request
-// is an [*ItemError] naming its index, and nothing is stored.
+// stored or none. The results are in the order of rs.
+// An invalid request is an [*ItemError] naming its index, and nothing is
+// stored.
 //
 // A batch is either all immediate tasks (one atomic batch into TASKS) or
 // all delayed ones (into DELAYED): the two streams cannot share one atomic
@@ -88,20 +89,17 @@ func (c *Client) EnqueueBatch(ctx context.Context, rs []Request) ([]Result, erro
 		ps[i] = p
 	}
 
-	// PENDING first, as a single enqueue does: a worker may finish a task
-	// before the batch's acknowledgement is back.
+	// PENDING first, as a single enqueue does, in one round trip. With
+	// StateIfNew a task that has a state keeps it: a caller-chosen id
+	// enqueued before, or a workflow step another worker published first.
 	var ids []string
 	var ups []results.Update
 	for _, p := range ps {
-		switch {
-		case !c.recordsResults(p):
-		case p.explicit:
-			if err := c.recordPending(ctx, p); err != nil {
-				return nil, err
-			}
-		default:
+		if c.recordsResults(p) {
+			u := c.pending(p)
+			u.StateIfNew = true
 			ids = append(ids, p.env.ID)
-			ups = append(ups, c.pending(p))
+			ups = append(ups, u)
 		}
 	}
 	if len(ids) > 0 {
@@ -109,17 +107,16 @@ func (c *Client) EnqueueBatch(ctx context.Context, rs []Request) ([]Result, erro
 			return nil, err
 		}
 	}
-	undo := func() {
-		for _, p := range ps {
-			c.undo(ctx, p)
-		}
-	}
-
 	msgs := make([]*nats.Msg, len(ps))
 	for i, p := range ps {
 		msgs[i] = c.msg(p, "")
 	}
 	if _, err := jetstreamext.PublishMsgBatch(ctx, c.js, msgs); err != nil {
+		undo := func() {
+			for _, p := range ps {
+				c.undo(ctx, p)
+			}
+		}
 		switch {
 		case jet.IsAtomicDuplicate(err):
 			undo()

@@ -154,6 +154,8 @@ type Request struct {
 	MsgID          string
 	Origin         string
 	Traceparent    string
+	// Workflow and Step place the task in a workflow (package workflow).
+	Workflow, Step string
 }
 
 // Result says what an enqueue did.
@@ -260,7 +262,7 @@ func (c *Client) Prepare(r Request) (*Prepared, error) {
 	env := &task.Envelope{
 		ID: id, Name: r.Task, Queue: q, Args: args,
 		MaxRetries: -1, Timeout: r.Timeout, EnqueuedAt: now, Expires: r.Expires,
-		Origin: r.Origin, Traceparent: r.Traceparent,
+		Origin: r.Origin, Traceparent: r.Traceparent, Workflow: r.Workflow, Step: r.Step,
 	}
 	if r.MaxRetries != nil {
 		env.MaxRetries = *r.MaxRetries

@@ -51,6 +51,7 @@ type Config struct {
 	API      API      `koanf:"api"`
 	Worker   Worker   `koanf:"worker"`
 	Beat     Beat     `koanf:"beat"`
+	Outbox   Outbox   `koanf:"outbox"`
 }
 
 // NATS configures the connection to NATS and the JetStream topology.
@@ -292,4 +293,13 @@ type Beat struct {
 	PublishMode string `koanf:"publish_mode"`
 	// MaxPending bounds the async publish pipeline. Default 4096.
 	MaxPending int `koanf:"max_pending"`
+}
+
+// Outbox configures the transactional outbox (flotilla.Client.EnqueueTx).
+type Outbox struct {
+	// Relay runs the outbox relay, which publishes committed outbox rows,
+	// in this process when it runs the web or worker role (once in dev).
+	// Relays on many processes share the work safely. It needs
+	// database.url. Default true.
+	Relay bool `koanf:"relay"`
 }

@@ -224,6 +224,8 @@ func defaults(role string) map[string]any {
 		"beat.resync":       30 * time.Second,
 		"beat.publish_mode": "async",
 		"beat.max_pending":  4096,
+
+		"outbox.relay": true,
 	}
 }
 

@@ -200,7 +200,8 @@ func streamUpToDate(got, want jetstream.StreamConfig) bool {
 		got.MaxAge == want.MaxAge && got.MaxMsgsPerSubject == want.MaxMsgsPerSubject &&
 		got.MaxMsgSize == want.MaxMsgSize && got.Storage == want.Storage && got.Replicas == want.Replicas &&
 		got.Duplicates == want.Duplicates && got.AllowDirect == want.AllowDirect &&
-		got.AllowMsgSchedules == want.AllowMsgSchedules && (got.AllowRollup || !want.AllowRollup)
+		got.AllowMsgSchedules == want.AllowMsgSchedules && got.AllowAtomicPublish == want.AllowAtomicPublish &&
+		(got.AllowRollup || !want.AllowRollup)
 }
 
 // applyConsumer creates cc on stream, or updates it only when a setting

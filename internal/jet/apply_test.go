@@ -232,6 +232,18 @@ func TestApplyUpdates(t *testing.T) {
 	require.NoError(t, err)
 	applyAll(t, js, def, queues)
 	checkApplied(t, js, def, queues)
+
+	// A TASKS created before atomic batches existed gets allow_atomic.
+	s, err := js.Stream(t.Context(), wire.StreamTasks)
+	require.NoError(t, err)
+	cfg := s.CachedInfo().Config
+	cfg.AllowAtomicPublish = false
+	_, err = js.UpdateStream(t.Context(), cfg)
+	require.NoError(t, err)
+	applyAll(t, js, def, queues)
+	s, err = js.Stream(t.Context(), wire.StreamTasks)
+	require.NoError(t, err)
+	require.True(t, s.CachedInfo().Config.AllowAtomicPublish, "apply turns allow_atomic on")
 }
 
 func TestApplyConcurrent(t *testing.T) {

@@ -145,6 +145,9 @@ func (s *Store) indexedSet(ctx context.Context, pipe redis.Pipeliner, ops []*op)
 			}
 		}
 		pipe.HSet(ctx, o.key, fields...)
+		if o.stateNX {
+			pipe.HSetNX(ctx, o.key, "state", o.state)
+		}
 		pipe.Expire(ctx, o.key, s.ttl)
 		if o.state != "" {
 			adds[p+"s:"+o.state] = append(adds[p+"s:"+o.state], redis.Z{Score: score, Member: o.id})

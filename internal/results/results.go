@@ -75,6 +75,12 @@ type Update struct {
 	// IndexTime is the task's enqueue time for the index when the update
 	// does not set EnqueuedAt (a worker's state changes); not stored.
 	IndexTime time.Time
+	// StateIfNew writes State only when the task has none yet (HSETNX):
+	// a PENDING written while the task may already run (an atomic batch
+	// records its states alongside its publish) never hides the state a
+	// worker wrote. Its index entry may then linger in the PENDING set,
+	// which Search skips.
+	StateIfNew bool
 }
 
 func (u Update) fields(id string) []any {
@@ -87,7 +93,9 @@ func (u Update) fields(id string) []any {
 	}
 	add("task", u.Task)
 	add("queue", u.Queue)
-	add("state", u.State)
+	if !u.StateIfNew {
+		add("state", u.State)
+	}
 	if len(u.Args) > 0 {
 		if len(u.Args) <= MaxArgsKept {
 			f = append(f, "args", string(u.Args))
@@ -163,12 +171,13 @@ type op struct {
 	fields                 []any
 	score                  int64      // enqueued at, Unix ms; 0 = unknown
 	create                 bool       // the update sets the enqueue time: index the task
+	stateNX                bool       // state goes in with HSETNX (Update.StateIfNew)
 	done                   chan error // nil = fire and forget
 }
 
 // newOp is the write of u for task id.
 func (s *Store) newOp(id string, u Update, done chan error) *op {
-	o := &op{key: s.Key(id), id: id, task: u.Task, queue: u.Queue, state: u.State, fields: u.fields(id), done: done}
+	o := &op{key: s.Key(id), id: id, task: u.Task, queue: u.Queue, state: u.State, fields: u.fields(id), done: done, stateNX: u.StateIfNew}
 	switch {
 	case !u.EnqueuedAt.IsZero():
 		o.score, o.create = u.EnqueuedAt.UnixMilli(), true
@@ -338,6 +347,9 @@ func (s *Store) write(ctx context.Context, ops []*op) error {
 			m.score = o.score
 		}
 		m.create = m.create || o.create
+		if o.state != "" {
+			m.stateNX = o.stateNX
+		}
 	}
 	if s.index {
 		all := make([]*op, len(keys))
@@ -355,6 +367,9 @@ func (s *Store) write(ctx context.Context, ops []*op) error {
 	pipe := s.rdb.Pipeline()
 	for _, k := range keys {
 		pipe.HSet(ctx, k, merged[k].fields...)
+		if m := merged[k]; m.stateNX {
+			pipe.HSetNX(ctx, k, "state", m.state)
+		}
 		pipe.Expire(ctx, k, s.ttl)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -507,6 +522,23 @@ func (s *Store) Reset(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// GetMany reads the states of ids in one round trip; nil for an id with
+// none (unknown or expired).
+func (s *Store) GetMany(ctx context.Context, ids []string) ([]*State, error) {
+	return s.getMany(ctx, ids)
+}
+
+// Redis is the client the store writes with, Prefix its key prefix and
+// TTL how long states live: for packages that keep their own records
+// next to the task states (workflows).
+func (s *Store) Redis() redis.UniversalClient { return s.rdb }
+
+// Prefix is the key prefix of the store.
+func (s *Store) Prefix() string { return s.prefix }
+
+// TTL is how long states are kept.
+func (s *Store) TTL() time.Duration { return s.ttl }
 
 // Delete removes the state of task id.
 func (s *Store) Delete(ctx context.Context, id string) error {

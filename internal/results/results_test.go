@@ -400,3 +400,31 @@ func TestUnavailable(t *testing.T) {
 	}
 	require.Less(t, time.Since(start), 5*time.Second)
 }
+
+// TestStateIfNew: a PENDING written with StateIfNew after a worker's state
+// (an atomic batch records its states alongside the publish) leaves the
+// worker's state; on a new task it is the state. With and without the index.
+func TestStateIfNew(t *testing.T) {
+	t.Parallel()
+	for _, noIndex := range []bool{false, true} {
+		b := setup(t, results.Config{NoIndex: noIndex})
+		ctx := t.Context()
+		now := time.Now()
+		require.NoError(t, b.store.Set(ctx, "ran", results.Update{State: "SUCCESS", Result: json.RawMessage(`1`)}))
+		pending := results.Update{Task: "sys.ping", Queue: "default", State: "PENDING", EnqueuedAt: now, StateIfNew: true}
+		require.NoError(t, b.store.SetMany(ctx, []string{"ran", "new"}, []results.Update{pending, pending}))
+		ran, err := b.store.Get(ctx, "ran")
+		require.NoError(t, err)
+		require.Equal(t, "SUCCESS", ran.State, "noIndex=%v", noIndex)
+		require.Equal(t, "sys.ping", ran.Task)
+		fresh, err := b.store.Get(ctx, "new")
+		require.NoError(t, err)
+		require.Equal(t, "PENDING", fresh.State)
+		if !noIndex {
+			page, err := b.store.Search(ctx, results.Query{State: "PENDING"})
+			require.NoError(t, err)
+			require.Len(t, page.Items, 1, "the lingering PENDING entry of the task that ran is skipped")
+			require.Equal(t, "new", page.Items[0].ID)
+		}
+	}
+}

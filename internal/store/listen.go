@@ -41,9 +41,17 @@ const (
 // [Store.ListenErrorFunc] when set. fn runs on ScheduleListen's goroutine
 // and should not block for long. ScheduleListen returns nil when ctx ends.
 func (s *Store) ScheduleListen(ctx context.Context, fn func(name string)) error {
+	return s.listen(ctx, ScheduleChannel, ListenApplicationName, fn)
+}
+
+// listen LISTENs on channel until ctx ends, as ScheduleListen describes:
+// fn("") when LISTEN is established, fn(payload) per notification,
+// reconnecting with jittered backoff. appName is the connection's
+// application_name unless the database URL sets one.
+func (s *Store) listen(ctx context.Context, channel, appName string, fn func(payload string)) error {
 	backoff := listenBackoffMin
 	for {
-		listened, err := s.listenOnce(ctx, fn)
+		listened, err := s.listenOnce(ctx, channel, appName, fn)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -66,19 +74,19 @@ func (s *Store) ScheduleListen(ctx context.Context, fn func(name string)) error 
 
 // listenOnce connects, listens and delivers notifications until the
 // connection fails or ctx ends; listened says whether LISTEN succeeded.
-func (s *Store) listenOnce(ctx context.Context, fn func(name string)) (listened bool, err error) {
+func (s *Store) listenOnce(ctx context.Context, channel, appName string, fn func(payload string)) (listened bool, err error) {
 	cc := s.pool.Config().ConnConfig.Copy()
 	if cc.RuntimeParams["application_name"] == "" {
 		// Lets operators (and tests) find the listener in pg_stat_activity.
-		cc.RuntimeParams["application_name"] = ListenApplicationName
+		cc.RuntimeParams["application_name"] = appName
 	}
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
-		return false, fmt.Errorf("listen %s: connect: %w", ScheduleChannel, err)
+		return false, fmt.Errorf("listen %s: connect: %w", channel, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ScheduleChannel}.Sanitize()); err != nil {
-		return false, fmt.Errorf("listen %s: %w", ScheduleChannel, err)
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
+		return false, fmt.Errorf("listen %s: %w", channel, err)
 	}
 	fn("")
 	for {
@@ -97,10 +105,10 @@ func (s *Store) listenOnce(ctx context.Context, fn func(name string)) (listened 
 			err := conn.Ping(pctx)
 			cancel()
 			if err != nil && ctx.Err() == nil {
-				return true, fmt.Errorf("listen %s: ping: %w", ScheduleChannel, err)
+				return true, fmt.Errorf("listen %s: ping: %w", channel, err)
 			}
 		default:
-			return true, fmt.Errorf("listen %s: %w", ScheduleChannel, err)
+			return true, fmt.Errorf("listen %s: %w", channel, err)
 		}
 	}
 }

@@ -1,6 +1,6 @@
 // Package systasks registers Flotilla's built-in tasks: diagnostics for
-// tests and benchmarks (sys.ping, sys.echo, sys.sleep, sys.fail) and a real
-// uptime check (probe.http).
+// tests and benchmarks (sys.ping, sys.echo, sys.sleep, sys.fail), a real
+// uptime check (probe.http), and sys.workflow, which starts a workflow.
 package systasks
 
 import (
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/workflow"
 )
 
 // Register adds every built-in task to r.
@@ -27,6 +28,7 @@ func Register(r *task.Registry) {
 	task.Register(r, sleep)
 	task.Register(r, fail)
 	task.Register(r, probeHTTP)
+	workflow.Register(r)
 }
 
 // SleepArgs are the args of sys.sleep.

@@ -46,7 +46,7 @@ func run(t *testing.T, ctx context.Context, name, args string, attempt int) (jso
 
 func TestRegister(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, []string{"probe.http", "sys.echo", "sys.fail", "sys.ping", "sys.sleep"}, registry(t).Names())
+	require.Equal(t, []string{"probe.http", "sys.echo", "sys.fail", "sys.ping", "sys.sleep", "sys.workflow"}, registry(t).Names())
 	// Registering twice in one registry is a programming error.
 	r := registry(t)
 	require.Panics(t, func() { systasks.Register(r) })

@@ -37,6 +37,9 @@ type Envelope struct {
 	Origin string
 	// Traceparent is the W3C trace context, if any.
 	Traceparent string
+	// Workflow is the id of the workflow the task is a step of, and Step
+	// the step's path in it; both empty for a task of its own.
+	Workflow, Step string
 }
 
 // HandlerFunc runs one attempt of a task and returns its result, which must

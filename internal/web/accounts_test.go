@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -29,6 +30,7 @@ import (
 	"github.com/flotilla/flotilla/internal/systasks"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/web"
+	"github.com/flotilla/flotilla/internal/workflow"
 )
 
 // accounts is a web role with users, sessions, tokens and the audit log,
@@ -78,10 +80,12 @@ func newAccounts(t *testing.T) *accounts {
 		Redis: rdb, Prefix: prefix, Idle: 2 * time.Second, Max: time.Hour, Failures: limit,
 		Now: func() time.Time { return time.Unix(a.now.Load(), 0) },
 	}, st, zerolog.Nop())
+	cn := revoke.New(js, rs, jet.NewEvents(nc, true))
 	srv := httptest.NewServer(web.New(web.Config{
 		MaxBodyBytes: 1 << 20, Schedules: st, Registry: reg, RequestTimeout: 5 * time.Second,
 		Auth: auth.AuthRequired, Verify: auth.StoreVerifier(st), Sessions: a.sessions, Failures: limit, Audit: st,
-		Queues: queues.New(js), Workers: fleet.Reader{JS: js}, Canceller: revoke.New(js, rs, jet.NewEvents(nc, true)),
+		Queues: queues.New(js), Workers: fleet.Reader{JS: js}, Canceller: cn,
+		Workflows: workflow.New(rs, cl, func(ctx context.Context, id, by string) error { _, err := cn.Cancel(ctx, id, by); return err }),
 	}, cl, nil, zerolog.Nop()).Handler())
 	t.Cleanup(srv.Close)
 	a.url = srv.URL

@@ -10,10 +10,12 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/jet/jettest"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/worker"
+	"github.com/flotilla/flotilla/internal/workflow"
 )
 
 // startWorker runs a worker named name on queue default until the test
@@ -21,9 +23,10 @@ import (
 func (a *accounts) startWorker(name string) (stop func()) {
 	t := a.t
 	nc, js := jettest.Connect(t, a.natsURL)
+	eng := workflow.New(a.rs, client.New(nc, js, a.rs, client.Config{Registry: a.reg}), nil)
 	w := worker.New(nc, js, a.reg, a.rs, zerolog.Nop(), worker.Config{
 		Queues: []string{"default"}, Concurrency: 4, Name: name, Events: true, Version: "test",
-		ShutdownTimeout: 5 * time.Second,
+		ShutdownTimeout: 5 * time.Second, Workflows: eng, Middleware: []task.Middleware{workflow.Middleware(eng)},
 	})
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	done := make(chan error, 1)

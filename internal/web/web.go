@@ -20,6 +20,7 @@ import (
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/wire"
+	"github.com/flotilla/flotilla/internal/workflow"
 )
 
 // Config configures the web role.
@@ -65,6 +66,9 @@ type Config struct {
 	Canceller Canceller
 	// Dashboard, when set, serves the pages at / (see package dashboard).
 	Dashboard *dashboard.Dashboard
+	// Workflows, when set, serves the workflow and group endpoints (see
+	// [WorkflowRoutes]).
+	Workflows *workflow.Engine
 	// Audit, when set, keeps the audit log of state-changing management
 	// actions (served on GET /api/v1/audit to admins).
 	Audit AuditStore
@@ -129,6 +133,9 @@ func New(cfg Config, c rest.Enqueuer, checks []rest.Check, log zerolog.Logger) *
 			}
 			return c.JSON(http.StatusOK, map[string]any{"leader": id, "has_leader": id != ""})
 		}, guard.Use("", store.RoleViewer)...)
+	}
+	if cfg.Workflows != nil {
+		WorkflowRoutes{Engine: cfg.Workflows, MaxBodyBytes: cfg.MaxBodyBytes, Guard: guard}.Mount(g)
 	}
 	if cfg.Audit != nil {
 		AuditRoutes{Store: cfg.Audit, Guard: guard}.Mount(g)

@@ -16,6 +16,11 @@ import (
 func NewDeadMsg(orig nats.Header, data []byte, queue, name, reason string, attempts int) *nats.Msg {
 	h := make(nats.Header, len(orig)+2)
 	for k, v := range orig {
+		if strings.HasPrefix(k, "Nats-") && k != HeaderMsgID {
+			// Server headers of the original publish (an atomic batch's
+			// Nats-Batch-*, say) would be instructions to DEAD.
+			continue
+		}
 		h[k] = v
 	}
 	h[HeaderError] = []string{reason}

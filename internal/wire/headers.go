@@ -30,6 +30,11 @@ const (
 	// HeaderNotify names a core NATS subject that receives the task's final
 	// state as JSON; set by callers that wait for the result.
 	HeaderNotify = "Flotilla-Notify"
+	// HeaderWorkflow is the id of the workflow (chain, group, chord) the
+	// task is a step of; HeaderStep is the step's path in it ("0", "2-cb"):
+	// the worker that finishes the task moves the workflow on.
+	HeaderWorkflow = "Flotilla-Workflow"
+	HeaderStep     = "Flotilla-Step"
 )
 
 // Headers a dead letter adds to the original ones.

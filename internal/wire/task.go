@@ -47,6 +47,10 @@ func NewTaskMsg(subject string, env *task.Envelope, msgID, notify string) *nats.
 	if notify != "" {
 		h[HeaderNotify] = []string{notify}
 	}
+	if env.Workflow != "" {
+		h[HeaderWorkflow] = []string{env.Workflow}
+		h[HeaderStep] = []string{env.Step}
+	}
 	if env.Queue != "" && subject != TaskSubject(env.Queue, env.Name) {
 		// Only messages off the tasks.<queue>.<task> subject (delayed ones)
 		// need the queue spelled out.
@@ -83,6 +87,7 @@ func DecodeTask(subject string, h nats.Header, data []byte) (*task.Envelope, err
 	}
 	env.Origin = h.Get(HeaderOrigin)
 	env.Traceparent = h.Get(HeaderTraceparent)
+	env.Workflow, env.Step = h.Get(HeaderWorkflow), h.Get(HeaderStep)
 	if env.ID == "" {
 		return env, fmt.Errorf("%w: header %s is missing", ErrUndecodable, HeaderID)
 	}

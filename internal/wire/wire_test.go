@@ -134,6 +134,14 @@ func TestDeadAndRequeue(t *testing.T) {
 	require.Equal(t, "boom", dm.Header.Get(wire.HeaderError))
 	require.Equal(t, "3", dm.Header.Get(wire.HeaderAttempts))
 	require.Equal(t, "web", dm.Header.Get(wire.HeaderOrigin), "original headers kept")
+	// A task published in an atomic batch carries the batch's headers;
+	// they would make the dead letter a broken batch of DEAD.
+	orig.Header.Set("Nats-Batch-Id", "b1")
+	orig.Header.Set("Nats-Batch-Sequence", "7")
+	batched := wire.NewDeadMsg(orig.Header, orig.Data, "default", "sys.fail", "boom", 3)
+	require.Empty(t, batched.Header.Get("Nats-Batch-Id"))
+	require.Empty(t, batched.Header.Get("Nats-Batch-Sequence"))
+	require.Equal(t, "idem-1", batched.Header.Get(wire.HeaderMsgID))
 
 	d := wire.DecodeDead(7, dm.Subject, now, dm.Header, dm.Data)
 	require.Equal(t, wire.DeadLetter{Seq: 7, Subject: dm.Subject, ID: "01J", Task: "sys.fail", Queue: "default",

@@ -74,6 +74,10 @@ type Config struct {
 	// Limiter enforces the tasks' rate and concurrency limits; nil =
 	// limits are not enforced.
 	Limiter *limits.Limiter
+	// Workflows moves on the workflow of a task that ended (the next step
+	// of its chain, its group's end, its chord's callback); nil: tasks of
+	// workflows end on their own and the workflow stalls.
+	Workflows Advancer
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 }
@@ -494,6 +498,41 @@ func (w *Worker) keepAlive(m jetstream.Msg) *progressTimer {
 	return p
 }
 
+// Advancer moves workflows on (workflow.Engine).
+type Advancer interface {
+	Advance(ctx context.Context, env *task.Envelope, state string, result json.RawMessage, errMsg string) error
+}
+
+// advance moves on the workflow of d's task, which ended in state, before
+// the task is acked: a worker that dies in between leaves the task to be
+// delivered again, and its workflow is moved on then (every step of that
+// is idempotent). Failures (Redis or NATS down) are retried with backoff
+// while ctx lives, the task held by in-progress acks; false when ctx ended
+// first.
+func (w *Worker) advance(ctx context.Context, d *delivery, state string, result json.RawMessage, errMsg string) bool {
+	if d.env.Workflow == "" || w.cfg.Workflows == nil {
+		return true
+	}
+	wait := 100 * time.Millisecond
+	for {
+		err := w.cfg.Workflows.Advance(ctx, d.env, state, result, errMsg)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		w.holdLog.Warn().Err(err).Str(logging.TaskID, d.env.ID).Str("workflow", d.env.Workflow).
+			Msg("workflow not moved on; holding the task and retrying (logged at most every 5 s)")
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
 // record writes a final state of d's task and waits until Redis has it. A
 // task whose handler ran is held while Redis is unavailable — in-progress
 // acks keep it, the write is retried with backoff up to 5 s — so that an
@@ -554,6 +593,11 @@ func (w *Worker) succeed(ctx context.Context, d *delivery, o attempt.Outcome) {
 		d.log.Error().Msg("result not recorded before shutdown; task will be redelivered")
 		_ = d.msg.NakWithDelay(time.Second)
 		w.metrics.Observe(d.env, attempt.OutcomeRetry, o.Runtime())
+		return
+	}
+	if !w.advance(ctx, d, task.StateSuccess, o.Result, "") {
+		d.log.Error().Msg("workflow not moved on before shutdown; task will be redelivered")
+		_ = d.msg.NakWithDelay(time.Second)
 		return
 	}
 	if err := d.msg.Ack(); err != nil {
@@ -633,6 +677,9 @@ func (w *Worker) dead(ctx context.Context, d *delivery, reason string) {
 			d.log.Error().Msg("FAILURE not recorded before shutdown; the dead letter stands")
 		}
 	}
+	if !w.advance(ctx, d, task.StateFailure, nil, reason) {
+		d.log.Error().Str("workflow", env.Workflow).Msg("workflow not moved on before shutdown; the dead letter stands and the workflow waits for this step")
+	}
 	if err := d.msg.TermWithReason("dead-lettered"); err != nil {
 		d.log.Warn().Err(err).Msg("term")
 	}
@@ -662,6 +709,14 @@ func (w *Worker) cancelled(ctx context.Context, d *delivery, o attempt.Outcome) 
 			return
 		}
 	}
+	errMsg := "cancelled"
+	if o.Err != nil {
+		errMsg = o.Err.Error()
+	}
+	if !w.advance(ctx, d, task.StateCancelled, nil, errMsg) {
+		_ = d.msg.NakWithDelay(time.Second)
+		return
+	}
 	_ = d.msg.TermWithReason("cancelled")
 	w.metrics.Observe(env, attempt.OutcomeCancelled, o.Runtime())
 	var ev wire.Event
@@ -690,6 +745,10 @@ func (w *Worker) expire(ctx context.Context, d *delivery) {
 			_ = d.msg.NakWithDelay(time.Second)
 			return
 		}
+	}
+	if !w.advance(ctx, d, task.StateExpired, nil, reason) {
+		_ = d.msg.NakWithDelay(time.Second)
+		return
 	}
 	_ = d.msg.TermWithReason("expired")
 	w.metrics.Observe(env, attempt.OutcomeExpired, 0)

@@ -37,6 +37,16 @@ type AuditLog struct {
 	RemoteAddr string
 }
 
+// Task messages enqueued inside a transaction, waiting for the outbox relay to publish them to JetStream (then deleted).
+type Outbox struct {
+	ID        int64
+	TaskID    string
+	Subject   string
+	Headers   json.RawMessage
+	Data      []byte
+	CreatedAt time.Time
+}
+
 // Periodic tasks fired by the beat leader; changes are announced on NOTIFY channel flotilla_schedules.
 type Schedule struct {
 	Name        string
