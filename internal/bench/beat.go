@@ -55,7 +55,7 @@ func RunBeat(ctx context.Context, cfg BeatConfig, out io.Writer) error {
 	if cfg.RedisURL == "" {
 		cfg.RedisURL = "redis://127.0.0.1:6379/0"
 	}
-	conn, err := connect(ctx, cfg.NATSURL, "flotilla-bench-beat", false)
+	conn, err := connect(ctx, server{url: cfg.NATSURL}, "flotilla-bench-beat", false)
 	if err != nil {
 		return err
 	}
@@ -91,7 +91,7 @@ func RunBeat(ctx context.Context, cfg BeatConfig, out io.Writer) error {
 		}
 	}
 	fmt.Fprintf(out, "flotilla bench beat: %d schedules \"* * * * *\" with 1m spread loaded in %s; measuring %s, publish %s, server=%s\n",
-		cfg.Schedules, time.Since(loadStart).Round(time.Millisecond), cfg.Duration, orDefault(cfg.PublishMode, "async"), serverKind(cfg.NATSURL))
+		cfg.Schedules, time.Since(loadStart).Round(time.Millisecond), cfg.Duration, orDefault(cfg.PublishMode, "async"), serverKind(Config{NATSURL: cfg.NATSURL}))
 
 	var mu sync.Mutex
 	lags := make([]time.Duration, 0, cfg.Schedules*2)

@@ -47,8 +47,15 @@ type Config struct {
 	HTTPClients, HTTPTasks int
 	// ArgsBytes is the size of each task's JSON args. Default 64.
 	ArgsBytes int
-	// Phases to run; empty = all. Names: raw, enqueue, drain, drain-results, roundtrip, http.
+	// Phases to run; empty = all. Names: raw, enqueue, drain,
+	// drain-results-only, drain-events-only, drain-results, roundtrip, http.
 	Phases []string
+	// Cluster > 1 runs that many embedded servers as a cluster, every
+	// stream (the raw loops' too) with that many replicas.
+	Cluster int
+	// SyncAlways makes the embedded servers fsync every write
+	// (sync_interval: always).
+	SyncAlways bool
 }
 
 func (c *Config) defaults() {
@@ -98,6 +105,8 @@ type env struct {
 	reg    *task.Registry
 	topo   jet.Topology
 	args   []byte
+	// replicas of every stream: 1, or the cluster's size.
+	replicas int
 }
 
 // Run runs the benchmark and prints its report to out.
@@ -107,12 +116,12 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	systasks.Register(e.reg) // sys.ping is the no-op task, so an external `flotilla worker` can drain bench tasks
 	e.args = makeArgs(cfg.ArgsBytes)
 
-	conn, err := connect(ctx, cfg.NATSURL, "flotilla-bench", true)
+	conn, err := connect(ctx, server{url: cfg.NATSURL, cluster: cfg.Cluster, syncAlways: cfg.SyncAlways}, "flotilla-bench", true)
 	if err != nil {
 		return err
 	}
 	defer conn.close()
-	e.nc, e.js, e.topo = conn.nc, conn.js, conn.topo
+	e.nc, e.js, e.topo, e.replicas = conn.nc, conn.js, conn.topo, conn.replicas
 	e.rdb, err = results.Open(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
@@ -122,7 +131,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	defer cleanRedis(context.WithoutCancel(ctx), e.rdb, e.prefix)
 
 	fmt.Fprintf(out, "flotilla bench: tasks=%d concurrency=%d args=%dB round_trips=%d http_clients=%d http_tasks=%d server=%s\n\n",
-		cfg.Tasks, cfg.Concurrency, cfg.ArgsBytes, cfg.RoundTrips, cfg.HTTPClients, cfg.HTTPTasks, serverKind(cfg.NATSURL))
+		cfg.Tasks, cfg.Concurrency, cfg.ArgsBytes, cfg.RoundTrips, cfg.HTTPClients, cfg.HTTPTasks, serverKind(cfg))
 	r := &report{}
 	steps := []struct {
 		name string
@@ -131,6 +140,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		{"raw", e.raw},
 		{"enqueue", e.enqueue},
 		{"drain", e.drainOff},
+		{"drain-results-only", e.drainResultsOnly},
+		{"drain-events-only", e.drainEventsOnly},
 		{"drain-results", e.drainOn},
 		{"roundtrip", e.roundTrip},
 		{"http", e.httpEnqueue},
@@ -149,31 +160,63 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 
 // conn is the server and connection a benchmark runs on.
 type conn struct {
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	topo  jet.Topology
-	close func()
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	topo     jet.Topology
+	replicas int
+	close    func()
 }
 
-// connect connects to url, or when it is empty starts an embedded JetStream
-// server in a temporary directory (removed by close), and applies the
-// streams (TASKS unbounded) and, with queue, the consumer of queue default.
-func connect(ctx context.Context, url, name string, queue bool) (*conn, error) {
+// server says where a benchmark runs: on url, or (url empty) on embedded
+// servers — one, or a cluster of that many — that fsync every write with
+// syncAlways.
+type server struct {
+	url        string
+	cluster    int
+	syncAlways bool
+}
+
+// connect connects to srv.url, or when it is empty starts embedded
+// JetStream servers in a temporary directory (removed by close), and
+// applies the streams (TASKS unbounded, replicated on every node of a
+// cluster) and, with queue, the consumer of queue default.
+func connect(ctx context.Context, srv server, name string, queue bool) (*conn, error) {
 	stop := func() {}
+	url, replicas := srv.url, 1
 	if url == "" {
 		dir, err := os.MkdirTemp("", "flotilla-bench-")
 		if err != nil {
 			return nil, err
 		}
-		ns, err := jet.StartEmbedded(jet.EmbedConfig{Addr: "127.0.0.1:0", StoreDir: filepath.Join(dir, "js"), Name: "flotilla-bench"})
-		if err != nil {
-			_ = os.RemoveAll(dir)
-			return nil, err
+		if srv.cluster > 1 {
+			ss, err := jet.StartCluster(srv.cluster, dir, srv.syncAlways)
+			if err != nil {
+				_ = os.RemoveAll(dir)
+				return nil, err
+			}
+			var urls []string
+			for _, ns := range ss {
+				urls = append(urls, ns.ClientURL())
+			}
+			url, replicas = strings.Join(urls, ","), srv.cluster
+			stop = func() {
+				for _, ns := range ss {
+					ns.Shutdown()
+					ns.WaitForShutdown()
+				}
+				_ = os.RemoveAll(dir)
+			}
+		} else {
+			ns, err := jet.StartEmbedded(jet.EmbedConfig{Addr: "127.0.0.1:0", StoreDir: filepath.Join(dir, "js"), Name: "flotilla-bench", SyncAlways: srv.syncAlways})
+			if err != nil {
+				_ = os.RemoveAll(dir)
+				return nil, err
+			}
+			url = ns.ClientURL()
+			stop = func() { ns.Shutdown(); ns.WaitForShutdown(); _ = os.RemoveAll(dir) }
 		}
-		url = ns.ClientURL()
-		stop = func() { ns.Shutdown(); ns.WaitForShutdown(); _ = os.RemoveAll(dir) }
 	}
-	c := &conn{}
+	c := &conn{replicas: replicas}
 	var err error
 	c.nc, c.js, err = jet.Connect(ctx, url, name, "")
 	if err != nil {
@@ -181,7 +224,7 @@ func connect(ctx context.Context, url, name string, queue bool) (*conn, error) {
 		return nil, err
 	}
 	c.close = func() { c.nc.Close(); stop() }
-	if c.topo, err = jet.LoadTopology(jet.TopologyParams{Replicas: 1, TaskMaxMsgs: -1, TaskMaxBytes: -1}); err == nil {
+	if c.topo, err = jet.LoadTopology(jet.TopologyParams{Replicas: replicas, TaskMaxMsgs: -1, TaskMaxBytes: -1}); err == nil {
 		if err = jet.ApplyStreams(ctx, c.js, c.topo); err == nil && queue {
 			err = jet.ApplyQueues(ctx, c.js, c.topo, []string{"default"})
 		}
@@ -229,11 +272,18 @@ func waitEmpty(ctx context.Context, s jetstream.Stream, limit time.Duration) err
 	return fmt.Errorf("stream %s not empty after %s", s.CachedInfo().Config.Name, limit)
 }
 
-func serverKind(url string) string {
-	if url == "" {
-		return "embedded"
+func serverKind(cfg Config) string {
+	kind := cfg.NATSURL
+	if kind == "" {
+		kind = "embedded"
+		if cfg.Cluster > 1 {
+			kind = fmt.Sprintf("embedded cluster of %d, replicas %d", cfg.Cluster, cfg.Cluster)
+		}
 	}
-	return url
+	if cfg.SyncAlways {
+		kind += ", sync_interval always"
+	}
+	return kind
 }
 
 func makeArgs(n int) []byte {

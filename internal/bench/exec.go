@@ -52,7 +52,7 @@ func RunExec(ctx context.Context, cfg ExecConfig, out io.Writer) error {
 	if cfg.RedisURL == "" {
 		cfg.RedisURL = "redis://127.0.0.1:6379/0"
 	}
-	conn, err := connect(ctx, cfg.NATSURL, "flotilla-bench-exec", true)
+	conn, err := connect(ctx, server{url: cfg.NATSURL}, "flotilla-bench-exec", true)
 	if err != nil {
 		return err
 	}
@@ -92,7 +92,7 @@ func RunExec(ctx context.Context, cfg ExecConfig, out io.Writer) error {
 
 	args := makeArgs(64)
 	fmt.Fprintf(out, "flotilla bench exec: sys.echo, %dB args, %d sequential calls, %d clients × %d calls, server=%s\n\n",
-		len(args), cfg.Calls, cfg.Clients, cfg.ConcurrentCalls, serverKind(cfg.NATSURL))
+		len(args), cfg.Calls, cfg.Clients, cfg.ConcurrentCalls, serverKind(Config{NATSURL: cfg.NATSURL}))
 	row := func(name, value, note string) { fmt.Fprintf(out, "%-50s %22s  %s\n", name, value, note) }
 
 	// Raw core request-reply: a responder that echoes.

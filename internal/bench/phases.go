@@ -26,10 +26,12 @@ type report struct {
 	rawRTT50, rawRTT99 time.Duration
 	enqOff, enqOn      float64
 	drainOff, drainOn  float64
-	rt50, rt99         time.Duration
-	httpRate           float64
-	rssMiB, heapMiB    float64
-	ran                map[string]bool
+	// drainResults: results in Redis, events off; drainEvents: the reverse.
+	drainResults, drainEvents float64
+	rt50, rt99                time.Duration
+	httpRate                  float64
+	rssMiB, heapMiB           float64
+	ran                       map[string]bool
 }
 
 func (r *report) mark(p string) {
@@ -44,7 +46,7 @@ func (e *env) raw(ctx context.Context, r *report) error {
 	n := e.cfg.Tasks
 	_ = e.js.DeleteStream(ctx, "BENCH_RAW")
 	s, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH_RAW", Subjects: []string{"benchraw.>"},
-		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Replicas: max(e.replicas, 1)})
 	if err != nil {
 		return err
 	}
@@ -162,6 +164,39 @@ func (e *env) drainOn(ctx context.Context, r *report) error {
 	return nil
 }
 
+// drainResultsOnly enqueues with results on and events off, then drains
+// with results in Redis and events off (measured).
+func (e *env) drainResultsOnly(ctx context.Context, r *report) error {
+	return e.drainWith(ctx, true, false, func(rate float64) { r.drainResults = rate }, r, "drain-results-only")
+}
+
+// drainEventsOnly enqueues and drains with results off and events on.
+func (e *env) drainEventsOnly(ctx context.Context, r *report) error {
+	return e.drainWith(ctx, false, true, func(rate float64) { r.drainEvents = rate }, r, "drain-events-only")
+}
+
+func (e *env) drainWith(ctx context.Context, results, events bool, set func(float64), r *report, phase string) error {
+	if err := e.purgeTasks(ctx); err != nil {
+		return err
+	}
+	store := e.store()
+	defer store.Close()
+	if !results {
+		store = nil
+	}
+	if _, err := e.fill(ctx, e.client(store, events), e.cfg.Tasks); err != nil {
+		return err
+	}
+	rate, err := e.drain(ctx, store, events, e.cfg.Tasks)
+	if err != nil {
+		return err
+	}
+	set(rate)
+	e.memory(r)
+	r.mark(phase)
+	return nil
+}
+
 func (e *env) memory(r *report) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -273,6 +308,12 @@ func (r *report) print(w io.Writer) {
 	}
 	if r.ran["drain"] {
 		row("drain, results+events off", rate(r.drainOff), ratio(r.drainOff, r.rawDrain, "raw consume+ack"))
+	}
+	if r.ran["drain-results-only"] {
+		row("drain, results in Redis, events off", rate(r.drainResults), ratio(r.drainResults, r.rawDrain, "raw consume+ack"))
+	}
+	if r.ran["drain-events-only"] {
+		row("drain, results off, events on", rate(r.drainEvents), ratio(r.drainEvents, r.rawDrain, "raw consume+ack"))
 	}
 	if r.ran["drain-results"] {
 		row("enqueue, Go client (results in Redis, events on)", rate(r.enqOn), ratio(r.enqOn, r.rawPub, "raw publish"))

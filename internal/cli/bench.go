@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime/pprof"
@@ -24,7 +25,12 @@ events on), runs --round-trips sequential enqueue-and-wait calls and an HTTP
 enqueue phase, and runs the raw JetStream loops in the same run so that every
 Flotilla figure is printed next to its raw counterpart.
 
-Phases (--phases): raw, enqueue, drain, drain-results, roundtrip, http.`,
+--cluster 3 runs three embedded servers as a cluster with every stream at
+replicas 3; --sync always makes them fsync every write. The raw loops run on
+the same servers with the same replication.
+
+Phases (--phases): raw, enqueue, drain, drain-results-only, drain-events-only,
+drain-results, roundtrip, http.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cpuProfile != "" {
@@ -58,6 +64,25 @@ Phases (--phases): raw, enqueue, drain, drain-results, roundtrip, http.`,
 	f.IntVar(&cfg.ArgsBytes, "args-bytes", 64, "size of each task's JSON args")
 	f.StringSliceVar(&cfg.Phases, "phases", nil, "phases to run (default all)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
+	f.IntVar(&cfg.Cluster, "cluster", 1, "run this many embedded servers as a cluster, every stream at that many replicas (without --server)")
+	var sync string
+	f.StringVar(&sync, "sync", "", `"always": the embedded servers fsync every write (sync_interval: always)`)
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		switch sync {
+		case "":
+		case "always":
+			cfg.SyncAlways = true
+		default:
+			return fmt.Errorf("--sync: %q; want always (or leave it out: the server's default interval)", sync)
+		}
+		if cfg.Cluster < 1 {
+			return fmt.Errorf("--cluster: %d; want 1 or more", cfg.Cluster)
+		}
+		if cfg.NATSURL != "" && (cfg.Cluster > 1 || cfg.SyncAlways) {
+			return errors.New("--cluster and --sync shape the embedded servers: leave out --server")
+		}
+		return nil
+	}
 	cmd.AddCommand(benchBeatCmd(rf), benchExecCmd(rf))
 	return cmd
 }

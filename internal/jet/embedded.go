@@ -1,9 +1,12 @@
 package jet
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -17,6 +20,9 @@ type EmbedConfig struct {
 	StoreDir string
 	// Name of the server (defaults to "flotilla-dev").
 	Name string
+	// SyncAlways makes JetStream fsync every write (sync_interval: always)
+	// instead of every two minutes.
+	SyncAlways bool
 }
 
 // StartEmbedded starts a NATS server with JetStream in this process and
@@ -47,6 +53,7 @@ func StartEmbedded(cfg EmbedConfig) (*server.Server, error) {
 		NoSigs:     true,
 		NoLog:      true,
 		MaxPayload: 8 << 20,
+		SyncAlways: cfg.SyncAlways,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS server: %w", err)
@@ -66,4 +73,62 @@ func portFree(host string, port int) bool {
 	}
 	_ = l.Close()
 	return true
+}
+
+// StartCluster starts n clustered JetStream servers in this process, each
+// storing under dir/n<i>, on free loopback ports, and returns them once
+// they accept connections and the JetStream meta group has a leader. Shut
+// each down when done.
+func StartCluster(n int, dir string, syncAlways bool) ([]*server.Server, error) {
+	var routes []string
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i]))
+	}
+	var ss []*server.Server
+	stop := func() {
+		for _, ns := range ss {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}
+	}
+	for i := range n {
+		ns, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Host:       "127.0.0.1", Port: -1,
+			JetStream: true, StoreDir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			NoLog: true, NoSigs: true, MaxPayload: 8 << 20, SyncAlways: syncAlways,
+			Cluster: server.ClusterOpts{Name: "flotilla", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
+		})
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("cluster node %d: %w", i+1, err)
+		}
+		go ns.Start()
+		ss = append(ss, ns)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, ns := range ss {
+		if !ns.ReadyForConnections(time.Until(deadline)) {
+			stop()
+			return nil, fmt.Errorf("cluster node %s not ready within 30s", ns.Name())
+		}
+	}
+	for time.Now().Before(deadline) {
+		for _, ns := range ss {
+			if ns.JetStreamIsLeader() {
+				return ss, nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	return nil, errors.New("no JetStream meta leader within 30s")
 }

@@ -52,10 +52,13 @@ func TestRateLimitAcrossWorkers(t *testing.T) {
 	span := starts[n-1].Sub(starts[0])
 	t.Logf("500 starts at 50/s over 3 workers took %s (ideal 9.98 s)", span.Round(10*time.Millisecond))
 	require.InDelta(t, 10.0, span.Seconds(), 1.0)
-	// No second holds more than the rate (plus the one on its edge).
+	// No second holds more than the rate, plus the one on its edge and a
+	// few whose handlers were scheduled late after their grant (the
+	// limiter counts grants on Redis's clock; this test sees the handlers
+	// start, later by however long the two cores make them wait).
 	for i, s := range starts {
 		j, _ := slices.BinarySearchFunc(starts, s.Add(time.Second), func(a, b time.Time) int { return a.Compare(b) })
-		require.LessOrEqual(t, j-i, 51, "starts in the second after %s", s)
+		require.LessOrEqual(t, j-i, 55, "starts in the second after %s", s)
 	}
 }
 

@@ -3,14 +3,14 @@
 package jettest
 
 import (
-	"fmt"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flotilla/flotilla/internal/jet"
 )
 
 // Server starts a JetStream server on a random port with a temp store and
@@ -73,73 +73,19 @@ func (c *Cluster) Stop(i int) {
 	c.Servers[i].WaitForShutdown()
 }
 
-// NewCluster starts three clustered JetStream nodes and waits until the
-// JetStream meta group has a leader.
+// NewCluster starts three clustered JetStream nodes (jet.StartCluster)
+// and waits until the JetStream meta group has a leader.
 func NewCluster(t testing.TB) *Cluster {
 	t.Helper()
-	ports := freePorts(t, 3)
-	routes := ""
-	for i, p := range ports {
-		if i > 0 {
-			routes += ","
-		}
-		routes += fmt.Sprintf("nats-route://127.0.0.1:%d", p)
-	}
-	c := &Cluster{}
-	for i := 0; i < 3; i++ {
-		o := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1),
-			Host:       "127.0.0.1", Port: -1,
-			JetStream: true, StoreDir: t.TempDir(),
-			NoLog: true, NoSigs: true, MaxPayload: 8 << 20,
-			Cluster: server.ClusterOpts{Name: "flotilla-test", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  server.RoutesFromStr(routes),
-		}
-		ns, err := server.NewServer(o)
-		if err != nil {
-			t.Fatalf("jettest: cluster node %d: %v", i+1, err)
-		}
-		go ns.Start()
-		c.Servers = append(c.Servers, ns)
+	ss, err := jet.StartCluster(3, t.TempDir(), false)
+	if err != nil {
+		t.Fatalf("jettest: %v", err)
 	}
 	t.Cleanup(func() {
-		for _, ns := range c.Servers {
+		for _, ns := range ss {
 			ns.Shutdown()
 			ns.WaitForShutdown()
 		}
 	})
-	for _, ns := range c.Servers {
-		if !ns.ReadyForConnections(15 * time.Second) {
-			t.Fatal("jettest: cluster node not ready")
-		}
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, ns := range c.Servers {
-			if ns.JetStreamIsLeader() {
-				return c
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("jettest: no JetStream meta leader within 20s")
-	return nil
-}
-
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("jettest: free port: %v", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
-	return ports
+	return &Cluster{Servers: ss}
 }
