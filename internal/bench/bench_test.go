@@ -38,11 +38,12 @@ func TestBenchModesRun(t *testing.T) {
 			for _, row := range []string{
 				"raw JetStream consume+ack", "drain, results+events off", "drain, results in Redis, events off",
 				"drain, results off, events on", "drain, results in Redis + events on", "enqueue-and-wait round trip",
-				"enqueue over HTTP",
+				"enqueue over HTTP", "raw HTTP: the same stack, no-op handler",
 			} {
 				require.Contains(t, s, row)
 			}
 			require.Contains(t, s, "% of raw consume+ack")
+			require.Contains(t, s, "% of raw HTTP no-op")
 		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -30,6 +31,7 @@ type report struct {
 	drainResults, drainEvents float64
 	rt50, rt99                time.Duration
 	httpRate                  float64
+	httpNoop                  float64 // the same HTTP stack answering a no-op handler
 	rssMiB, heapMiB           float64
 	ran                       map[string]bool
 }
@@ -244,6 +246,11 @@ func (e *env) roundTrip(ctx context.Context, r *report) error {
 
 // httpEnqueue: HTTPClients concurrent keep-alive clients POST /api/v1/tasks
 // to a real web server on loopback (results and events on).
+// httpEnqueue measures enqueue over HTTP (web role, results and events on)
+// next to its reference: the same server — the same echo instance with the
+// same middleware every request passes — answering a no-op handler that
+// reads the body and answers what an enqueue answers, driven by the same
+// keep-alive clients with the same body.
 func (e *env) httpEnqueue(ctx context.Context, r *report) error {
 	if err := e.purgeTasks(ctx); err != nil {
 		return err
@@ -251,16 +258,35 @@ func (e *env) httpEnqueue(ctx context.Context, r *report) error {
 	defer e.purgeTasks(context.WithoutCancel(ctx))
 	store := e.store()
 	defer store.Close()
-	srv := web.New(web.Config{MaxBodyBytes: 1 << 20}, e.client(store, true), []rest.Check{}, zerolog.Nop())
-	base, stop, err := serveLoopback(srv.Handler())
+	h := web.New(web.Config{MaxBodyBytes: 1 << 20}, e.client(store, true), []rest.Check{}, zerolog.Nop()).Handler()
+	answer := []byte(`{"id":"01JD7Y4T2W9X6V3Q8M5N0R1S2P","state":"PENDING"}`)
+	h.POST("/bench/noop", func(c echo.Context) error {
+		if _, err := rest.ReadBody(c, 1<<20); err != nil {
+			return err
+		}
+		return c.JSONBlob(http.StatusAccepted, answer)
+	})
+	base, stop, err := serveLoopback(h)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	url := base + "/api/v1/tasks"
 	body := []byte(`{"task":"sys.ping","args":` + string(e.args) + `}`)
 	hc, closeIdle := httpClient(e.cfg.HTTPClients)
 	defer closeIdle()
+	if r.httpNoop, err = e.post(hc, base+"/bench/noop", body); err != nil {
+		return err
+	}
+	if r.httpRate, err = e.post(hc, base+"/api/v1/tasks", body); err != nil {
+		return err
+	}
+	r.mark("http")
+	return nil
+}
+
+// post sends HTTPTasks POSTs of body to url from HTTPClients concurrent
+// callers and returns the rate of 202 answers.
+func (e *env) post(hc *http.Client, url string, body []byte) (float64, error) {
 	var next atomic.Int64
 	var firstErr error
 	var once sync.Once
@@ -276,7 +302,7 @@ func (e *env) httpEnqueue(ctx context.Context, r *report) error {
 					_, _ = io.Copy(io.Discard, resp.Body)
 					_ = resp.Body.Close()
 					if resp.StatusCode != http.StatusAccepted {
-						err = fmt.Errorf("POST answered %s", resp.Status)
+						err = fmt.Errorf("POST %s answered %s", url, resp.Status)
 					}
 				}
 				if err != nil {
@@ -287,12 +313,7 @@ func (e *env) httpEnqueue(ctx context.Context, r *report) error {
 		}()
 	}
 	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	r.httpRate = float64(e.cfg.HTTPTasks) / time.Since(start).Seconds()
-	r.mark("http")
-	return nil
+	return float64(e.cfg.HTTPTasks) / time.Since(start).Seconds(), firstErr
 }
 
 func (r *report) print(w io.Writer) {
@@ -323,7 +344,8 @@ func (r *report) print(w io.Writer) {
 		row("enqueue-and-wait round trip p50 / p99", fmt.Sprintf("%s / %s", ms(r.rt50), ms(r.rt99)), ratioD(r.rt50, r.rawRTT50))
 	}
 	if r.ran["http"] {
-		row("enqueue over HTTP, concurrent clients", rate(r.httpRate), "")
+		row("raw HTTP: the same stack, no-op handler", rate(r.httpNoop), "")
+		row("enqueue over HTTP, concurrent clients", rate(r.httpRate), ratio(r.httpRate, r.httpNoop, "raw HTTP no-op"))
 	}
 	if r.rssMiB > 0 {
 		row("process RSS after drains (bench+worker+server)", fmt.Sprintf("%.0f MiB", r.rssMiB), fmt.Sprintf("Go heap in use %.0f MiB", r.heapMiB))
