@@ -55,7 +55,7 @@ func (e *env) raw(ctx context.Context, r *report) error {
 	defer e.js.DeleteStream(context.WithoutCancel(ctx), "BENCH_RAW")
 	start := time.Now()
 	for i := 0; i < n; i++ {
-		if _, err := e.js.PublishAsync("benchraw.default.noop", e.args); err != nil {
+		if _, err := e.js.PublishAsync("benchraw.default.noop", e.args, jetstream.WithStallWait(client.StallWait)); err != nil {
 			return err
 		}
 	}

@@ -26,8 +26,9 @@ enqueue phase, and runs the raw JetStream loops in the same run so that every
 Flotilla figure is printed next to its raw counterpart.
 
 --cluster 3 runs three embedded servers as a cluster with every stream at
-replicas 3; --sync always makes them fsync every write. The raw loops run on
-the same servers with the same replication.
+replicas 3; --sync always makes them fsync every write (and, unless given,
+runs a fifth of --tasks, --http-tasks and --round-trips). The raw loops run
+on the same servers with the same replication.
 
 Phases (--phases): raw, enqueue, drain, drain-results-only, drain-events-only,
 drain-results, roundtrip, http.`,
@@ -67,11 +68,18 @@ drain-results, roundtrip, http.`,
 	f.IntVar(&cfg.Cluster, "cluster", 1, "run this many embedded servers as a cluster, every stream at that many replicas (without --server)")
 	var sync string
 	f.StringVar(&sync, "sync", "", `"always": the embedded servers fsync every write (sync_interval: always)`)
-	cmd.PreRunE = func(*cobra.Command, []string) error {
+	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
 		switch sync {
 		case "":
 		case "always":
 			cfg.SyncAlways = true
+			// Every write waits for the disk: a fifth of the default
+			// sizes keeps a run within a few minutes.
+			for name, v := range map[string]*int{"tasks": &cfg.Tasks, "http-tasks": &cfg.HTTPTasks, "round-trips": &cfg.RoundTrips} {
+				if !cmd.Flags().Changed(name) {
+					*v /= 5
+				}
+			}
 		default:
 			return fmt.Errorf("--sync: %q; want always (or leave it out: the server's default interval)", sync)
 		}

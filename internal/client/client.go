@@ -476,6 +476,13 @@ func (f *Future) Wait(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
+// StallWait is how long [Client.Send] waits for room when the server
+// acknowledges slower than it publishes (more than the connection's
+// PublishAsyncMaxPending are unacknowledged) — the back-pressure of a
+// replicated or fsync-always stream — before that task fails with
+// [ErrUnavailable].
+const StallWait = 5 * time.Second
+
 // Send records every request of ps as PENDING in one Redis round trip, then
 // publishes them asynchronously, in order; wait for each with
 // [Future.Wait]. Idempotency keys are deduplicated by the server only.
@@ -501,7 +508,7 @@ func (c *Client) Send(ctx context.Context, ps []*Prepared) ([]*Future, error) {
 	futs := make([]*Future, len(ps))
 	for i, p := range ps {
 		f := &Future{c: c, p: p}
-		f.fut, f.err = c.js.PublishMsgAsync(c.msg(p, ""))
+		f.fut, f.err = c.js.PublishMsgAsync(c.msg(p, ""), jetstream.WithStallWait(StallWait))
 		futs[i] = f
 	}
 	return futs, nil

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/task"
 )
@@ -54,7 +56,7 @@ func translatePublishErr(id, queue string, err error) error {
 		return fmt.Errorf("%w: %v", ErrTooLarge, err)
 	case jet.IsStreamFull(err):
 		return fmt.Errorf("%w: queue %s: %v", ErrQueueFull, queue, err)
-	case jet.Unavailable(err):
+	case jet.Unavailable(err), errors.Is(err, jetstream.ErrTooManyStalledMsgs):
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	case jet.PublishUnconfirmed(err):
 		return &UnconfirmedError{ID: id, Err: err}
