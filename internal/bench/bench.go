@@ -13,7 +13,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -345,8 +347,13 @@ func (e *env) fill(ctx context.Context, c *client.Client, n int) (float64, error
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-// drain runs a worker until TASKS is empty and returns the rate.
-func (e *env) drain(ctx context.Context, store *results.Store, events bool, n int) (float64, error) {
+// drain runs a worker until TASKS is empty and returns the rate and what
+// each task cost.
+func (e *env) drain(ctx context.Context, store *results.Store, events bool, n int) (float64, cost, error) {
+	before, err := e.snapshot(ctx)
+	if err != nil {
+		return 0, cost{}, err
+	}
 	w := worker.New(e.nc, e.js, e.reg, store, zerolog.Nop(), worker.Config{
 		Queues: []string{"default"}, Concurrency: e.cfg.Concurrency, Name: "bench", MaxRetries: 3,
 		Events: events, ShutdownTimeout: 10 * time.Second,
@@ -355,13 +362,71 @@ func (e *env) drain(ctx context.Context, store *results.Store, events bool, n in
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() { done <- w.Run(wctx) }()
-	err := e.waitEmpty(ctx, 5*time.Minute)
+	err = e.waitEmpty(ctx, 5*time.Minute)
 	elapsed := time.Since(start)
 	cancel()
 	if werr := <-done; err == nil {
 		err = werr
 	}
-	return float64(n) / elapsed.Seconds(), err
+	if err != nil {
+		return 0, cost{}, err
+	}
+	after, err := e.snapshot(ctx)
+	return float64(n) / elapsed.Seconds(), after.since(before, n), err
+}
+
+// cost is what one task took, on average, in a drain: messages the server
+// stored (TASKS, EVENTS, DEAD), Redis commands and Redis CPU, and heap
+// allocations of this process (worker, client and, when embedded, the
+// servers).
+type cost struct {
+	msgs, cmds, redisCPUus, allocs float64
+}
+
+type snapshot struct {
+	seqs, cmds, mallocs uint64
+	redisCPU            float64 // seconds
+}
+
+func (e *env) snapshot(ctx context.Context) (snapshot, error) {
+	var s snapshot
+	for _, name := range []string{wire.StreamTasks, wire.StreamEvents, wire.StreamDead} {
+		st, err := e.js.Stream(ctx, name)
+		if err != nil {
+			return s, err
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return s, err
+		}
+		s.seqs += info.State.LastSeq
+	}
+	info, err := e.rdb.Info(ctx, "stats", "cpu").Result()
+	if err != nil {
+		return s, err
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		k, v, _ := strings.Cut(line, ":")
+		switch k {
+		case "total_commands_processed":
+			s.cmds, _ = strconv.ParseUint(v, 10, 64)
+		case "used_cpu_sys", "used_cpu_user":
+			f, _ := strconv.ParseFloat(v, 64)
+			s.redisCPU += f
+		}
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	s.mallocs = ms.Mallocs
+	return s, nil
+}
+
+func (s snapshot) since(b snapshot, n int) cost {
+	f := float64(n)
+	return cost{
+		msgs: float64(s.seqs-b.seqs) / f, cmds: float64(s.cmds-b.cmds) / f,
+		redisCPUus: (s.redisCPU - b.redisCPU) * 1e6 / f, allocs: float64(s.mallocs-b.mallocs) / f,
+	}
 }
 
 func (e *env) waitEmpty(ctx context.Context, limit time.Duration) error {

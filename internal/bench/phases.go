@@ -34,6 +34,14 @@ type report struct {
 	httpNoop                  float64 // the same HTTP stack answering a no-op handler
 	rssMiB, heapMiB           float64
 	ran                       map[string]bool
+	costs                     map[string]cost // per drain phase
+}
+
+func (r *report) setCost(phase string, c cost) {
+	if r.costs == nil {
+		r.costs = map[string]cost{}
+	}
+	r.costs[phase] = c
 }
 
 func (r *report) mark(p string) {
@@ -133,11 +141,12 @@ func (e *env) drainOff(ctx context.Context, r *report) error {
 			return err
 		}
 	}
-	rate, err := e.drain(ctx, nil, false, e.cfg.Tasks)
+	rate, c, err := e.drain(ctx, nil, false, e.cfg.Tasks)
 	if err != nil {
 		return err
 	}
 	r.drainOff = rate
+	r.setCost("drain", c)
 	e.memory(r)
 	r.mark("drain")
 	return nil
@@ -156,10 +165,11 @@ func (e *env) drainOn(ctx context.Context, r *report) error {
 		return err
 	}
 	r.enqOn = rate
-	rate, err = e.drain(ctx, store, true, e.cfg.Tasks)
+	rate, c, err := e.drain(ctx, store, true, e.cfg.Tasks)
 	if err != nil {
 		return err
 	}
+	r.setCost("drain-results", c)
 	r.drainOn = rate
 	e.memory(r)
 	r.mark("drain-results")
@@ -189,10 +199,11 @@ func (e *env) drainWith(ctx context.Context, results, events bool, set func(floa
 	if _, err := e.fill(ctx, e.client(store, events), e.cfg.Tasks); err != nil {
 		return err
 	}
-	rate, err := e.drain(ctx, store, events, e.cfg.Tasks)
+	rate, c, err := e.drain(ctx, store, events, e.cfg.Tasks)
 	if err != nil {
 		return err
 	}
+	r.setCost(phase, c)
 	set(rate)
 	e.memory(r)
 	r.mark(phase)
@@ -329,16 +340,20 @@ func (r *report) print(w io.Writer) {
 	}
 	if r.ran["drain"] {
 		row("drain, results+events off", rate(r.drainOff), ratio(r.drainOff, r.rawDrain, "raw consume+ack"))
+		r.costRow(w, "drain")
 	}
 	if r.ran["drain-results-only"] {
 		row("drain, results in Redis, events off", rate(r.drainResults), ratio(r.drainResults, r.rawDrain, "raw consume+ack"))
+		r.costRow(w, "drain-results-only")
 	}
 	if r.ran["drain-events-only"] {
 		row("drain, results off, events on", rate(r.drainEvents), ratio(r.drainEvents, r.rawDrain, "raw consume+ack"))
+		r.costRow(w, "drain-events-only")
 	}
 	if r.ran["drain-results"] {
 		row("enqueue, Go client (results in Redis, events on)", rate(r.enqOn), ratio(r.enqOn, r.rawPub, "raw publish"))
 		row("drain, results in Redis + events on", rate(r.drainOn), ratio(r.drainOn, r.rawDrain, "raw consume+ack"))
+		r.costRow(w, "drain-results")
 	}
 	if r.ran["roundtrip"] {
 		row("enqueue-and-wait round trip p50 / p99", fmt.Sprintf("%s / %s", ms(r.rt50), ms(r.rt99)), ratioD(r.rt50, r.rawRTT50))
@@ -350,6 +365,15 @@ func (r *report) print(w io.Writer) {
 	if r.rssMiB > 0 {
 		row("process RSS after drains (bench+worker+server)", fmt.Sprintf("%.0f MiB", r.rssMiB), fmt.Sprintf("Go heap in use %.0f MiB", r.heapMiB))
 	}
+}
+
+// costRow prints what a task of the drain phase cost.
+func (r *report) costRow(w io.Writer, phase string) {
+	c, ok := r.costs[phase]
+	if !ok {
+		return
+	}
+	fmt.Fprintf(w, "  per task drained: %.1f msgs stored, %.1f Redis cmds (%.1f µs Redis CPU), %.0f allocs\n", c.msgs, c.cmds, c.redisCPUus, c.allocs)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.3fms", float64(d.Microseconds())/1000) }
