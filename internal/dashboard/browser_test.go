@@ -158,11 +158,12 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.waitPage(t, "/queues", "#q-default .badge", "running", 10*time.Second)
 	b.do(t, "queue resumed", chromedp.Navigate(s.base+"/queues"),
 		chromedp.WaitVisible(chromedp.CSS(`button[data-act="POST /api/v1/queues/default/pause"]`)))
-	// A resumed queue delivers when the worker next renews its pull
-	// request, up to about 15 s later: nats-server 2.15.2 does not wake the
-	// waiting pulls of a consumer resumed through the pause API.
+	// A resumed queue delivers when the worker issues its next pull
+	// request (at most worker.PullExpiry, 3 s, later): nats-server 2.15.2
+	// does not wake the waiting pulls of a consumer resumed through the
+	// pause API.
 	for _, id := range ids[1:] {
-		b.waitPage(t, "/tasks/"+id, "h1 .badge", task.StateSuccess, 25*time.Second)
+		b.waitPage(t, "/tasks/"+id, "h1 .badge", task.StateSuccess, 15*time.Second)
 		b.wantState(t, id, task.StateSuccess)
 	}
 	b.wantState(t, cancelled, task.StateCancelled) // not run after the resume

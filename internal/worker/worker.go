@@ -185,6 +185,14 @@ func (q *queueRunner) slot(w *Worker, workCtx context.Context, handlers *sync.Wa
 	}()
 }
 
+// PullExpiry bounds each pull request of a queue: a queue resumed through
+// the consumer pause API delivers when the next pull is issued
+// (nats-server 2.15 does not wake the pulls waiting on a paused consumer),
+// so it delivers at most this long after the resume — instead of ~13 s with
+// nats.go's default of 30 s. An idle worker issues one pull per queue this
+// often.
+const PullExpiry = 3 * time.Second
+
 // start launches the handlers (tracked by handlers) and the consumer.
 // Tasks that arrive once stopping is closed are NAKed at once.
 func (q *queueRunner) start(w *Worker, workCtx context.Context, stopping <-chan struct{}, handlers *sync.WaitGroup) error {
@@ -201,7 +209,7 @@ func (q *queueRunner) start(w *Worker, workCtx context.Context, stopping <-chan 
 		if !q.in.put(m) {
 			_ = m.Nak()
 		}
-	}, jetstream.PullMaxMessages(w.cfg.Prefetch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	}, jetstream.PullMaxMessages(w.cfg.Prefetch), jetstream.PullExpiry(PullExpiry), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if !errors.Is(err, jetstream.ErrNoHeartbeat) && !errors.Is(err, nats.ErrConnectionClosed) {
 			w.log.Warn().Err(err).Str(logging.Queue, q.queue).Msg("consume")
 		}
