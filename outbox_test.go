@@ -132,9 +132,13 @@ func TestEnqueueTx(t *testing.T) {
 	require.JSONEq(t, `{"to":"b@example.com"}`, string(m.Data))
 	_, err = b.c.Get(ctx, rolledBack)
 	require.ErrorIs(t, err, flotilla.ErrNotFound)
-	var rows int
-	require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&rows))
-	require.Zero(t, rows)
+	// The relay records states while it deletes and commits: the row goes
+	// right after the state appears.
+	require.Eventually(t, func() bool {
+		var rows int
+		require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&rows))
+		return rows == 0
+	}, 10*time.Second, 10*time.Millisecond, "the relay deletes the rows it published")
 }
 
 // The outbox stores the message Enqueue publishes: same subject, headers
