@@ -460,9 +460,9 @@ func fromHash(m map[string]string) State {
 	}
 	st.Attempts, _ = strconv.Atoi(m["attempts"])
 	st.Unconfirmed = m["unconfirmed"] == "1"
-	st.EnqueuedAt = parseTime(m["enqueued_at"])
-	st.StartedAt = parseTime(m["started_at"])
-	st.FinishedAt = parseTime(m["finished_at"])
+	st.EnqueuedAt = ParseTime(m["enqueued_at"])
+	st.StartedAt = ParseTime(m["started_at"])
+	st.FinishedAt = ParseTime(m["finished_at"])
 	var hist []string
 	for k := range m {
 		if strings.HasPrefix(k, "h.") {
@@ -479,7 +479,9 @@ func fromHash(m map[string]string) State {
 	return st
 }
 
-func parseTime(v string) *time.Time {
+// ParseTime reads a time the store wrote (RFC 3339 with nanoseconds);
+// nil for none or one it cannot read.
+func ParseTime(v string) *time.Time {
 	if v == "" {
 		return nil
 	}

@@ -109,7 +109,6 @@ func (e *Engine) Start(ctx context.Context, def Step, o StartOptions) (string, e
 	pipe.HSetNX(ctx, k, "def", b)
 	pipe.HSetNX(ctx, k, "state", StateRunning)
 	pipe.HSetNX(ctx, k, "created_at", e.now().UTC().Format(time.RFC3339Nano))
-	pipe.HSetNX(ctx, k, "origin", o.Origin)
 	pipe.Expire(ctx, k, e.ttl)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return "", unavailable("start workflow", err)
@@ -118,7 +117,7 @@ func (e *Engine) Start(ctx context.Context, def Step, o StartOptions) (string, e
 	if err != nil {
 		return "", err
 	}
-	if err := e.start(ctx, id, stored, "", stored, nil, o.Origin); err != nil {
+	if err := e.start(ctx, wfRun{id: id, root: stored, origin: o.Origin}, "", stored, nil); err != nil {
 		return "", err
 	}
 	return id, nil
@@ -223,19 +222,28 @@ func (e *Engine) def(ctx context.Context, wf string) (*Step, error) {
 	return d, nil
 }
 
-// start publishes the first tasks of step s at path p of workflow wf as
+// wfRun is the workflow a step belongs to: its id, its definition, and the
+// origin its tasks carry (the starter's, which a finished step's task
+// brings along: no read of the workflow's record for it).
+type wfRun struct {
+	id     string
+	root   *Step
+	origin string
+}
+
+// start publishes the first tasks of step s at path p of workflow r as
 // one atomic batch; prev is the result of the step before it in its chain.
-func (e *Engine) start(ctx context.Context, wf string, root *Step, p string, s *Step, prev json.RawMessage, origin string) error {
-	state, err := e.rdb.HGet(ctx, e.key(wf), "state").Result()
+func (e *Engine) start(ctx context.Context, r wfRun, p string, s *Step, prev json.RawMessage) error {
+	state, err := e.rdb.HGet(ctx, e.key(r.id), "state").Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return unavailable("read workflow "+wf, err)
+		return unavailable("read workflow "+r.id, err)
 	}
 	if state == task.StateCancelled {
 		return nil
 	}
 	var reqs []client.Request
-	if err := entries(wf, s, p, prev, origin, &reqs); err != nil {
-		return e.complete(ctx, wf, root, p, false, nil, err.Error())
+	if err := entries(r.id, s, p, prev, r.origin, &reqs); err != nil {
+		return e.complete(ctx, r, p, false, nil, err.Error())
 	}
 	_, err = e.prod.EnqueueBatch(ctx, reqs)
 	switch {
@@ -245,7 +253,7 @@ func (e *Engine) start(ctx context.Context, wf string, root *Step, p string, s *
 	case errors.Is(err, client.ErrInvalid), errors.Is(err, client.ErrUnknownTask), errors.Is(err, client.ErrUnknownQueue),
 		errors.Is(err, client.ErrTooLarge):
 		// It can never be published: the step fails.
-		return e.complete(ctx, wf, root, p, false, nil, "could not enqueue: "+err.Error())
+		return e.complete(ctx, r, p, false, nil, "could not enqueue: "+err.Error())
 	}
 	return err
 }
@@ -319,18 +327,18 @@ func (e *Engine) Advance(ctx context.Context, env *task.Envelope, state string, 
 	if !ok && errMsg == "" {
 		errMsg = strings.ToLower(state)
 	}
-	return e.complete(ctx, env.Workflow, def, env.Step, ok, result, errMsg)
+	return e.complete(ctx, wfRun{id: env.Workflow, root: def, origin: env.Origin}, env.Step, ok, result, errMsg)
 }
 
 // complete records that the step at path p ended and does what follows:
 // the next step of its chain, the end of its group, its chord's callback,
 // or the end of the workflow.
-func (e *Engine) complete(ctx context.Context, wf string, root *Step, p string, ok bool, result json.RawMessage, errMsg string) error {
+func (e *Engine) complete(ctx context.Context, r wfRun, p string, ok bool, result json.RawMessage, errMsg string) error {
 	st := task.StateSuccess
 	if !ok {
 		st = task.StateFailure
 	}
-	k := e.key(wf)
+	k := e.key(r.id)
 	pipe := e.rdb.TxPipeline()
 	pipe.HSet(ctx, k, "s:"+p, st, "r:"+p, string(orNull(result)), "e:"+p, errMsg)
 	pipe.Expire(ctx, k, e.ttl)
@@ -338,34 +346,33 @@ func (e *Engine) complete(ctx context.Context, wf string, root *Step, p string, 
 		return unavailable("record workflow step", err)
 	}
 	if p == "" {
-		return e.finish(ctx, wf, st, result, errMsg)
+		return e.finish(ctx, r.id, st, result, errMsg)
 	}
 	pp, last := parent(p)
-	par, err := root.at(pp)
+	par, err := r.root.at(pp)
 	if err != nil {
-		return fmt.Errorf("workflow %s: %w", wf, err)
+		return fmt.Errorf("workflow %s: %w", r.id, err)
 	}
-	origin, _ := e.rdb.HGet(ctx, k, "origin").Result()
 	switch {
 	case par.Chain != nil:
 		i, _ := strconv.Atoi(last)
 		switch {
 		case !ok:
-			return e.complete(ctx, wf, root, pp, false, nil, fmt.Sprintf("step %d (%s) failed: %s", i, par.Chain[i].describe(), errMsg))
+			return e.complete(ctx, r, pp, false, nil, fmt.Sprintf("step %d (%s) failed: %s", i, par.Chain[i].describe(), errMsg))
 		case i+1 < len(par.Chain):
-			return e.start(ctx, wf, root, child(pp, i+1), &par.Chain[i+1], result, origin)
+			return e.start(ctx, r, child(pp, i+1), &par.Chain[i+1], result)
 		}
-		return e.complete(ctx, wf, root, pp, true, result, "")
+		return e.complete(ctx, r, pp, true, result, "")
 	case par.Chord != nil && last == callbackToken:
 		if !ok {
 			errMsg = fmt.Sprintf("callback (%s) failed: %s", par.Chord.Callback.Task, errMsg)
 		}
-		return e.complete(ctx, wf, root, pp, ok, result, errMsg)
+		return e.complete(ctx, r, pp, ok, result, errMsg)
 	}
 
 	// A member of a group or chord: the last one to finish ends it.
 	members := par.members()
-	dk := e.doneKey(wf, pp)
+	dk := e.doneKey(r.id, pp)
 	pipe = e.rdb.TxPipeline()
 	pipe.SAdd(ctx, dk, last)
 	pipe.Expire(ctx, dk, e.ttl)
@@ -376,34 +383,34 @@ func (e *Engine) complete(ctx context.Context, wf string, root *Step, p string, 
 	if int(n.Val()) < len(members) {
 		return nil
 	}
-	res, fails, err := e.gather(ctx, wf, pp, len(members))
+	res, fails, err := e.gather(ctx, r.id, pp, len(members))
 	if err != nil {
 		return err
 	}
 	list, _ := json.Marshal(res)
 	if par.Group != nil {
 		if len(fails) > 0 {
-			return e.complete(ctx, wf, root, pp, false, list, fmt.Sprintf("%d of %d members failed; first, member %d (%s): %s",
+			return e.complete(ctx, r, pp, false, list, fmt.Sprintf("%d of %d members failed; first, member %d (%s): %s",
 				len(fails), len(members), fails[0].Index, members[fails[0].Index].describe(), fails[0].Error))
 		}
-		return e.complete(ctx, wf, root, pp, true, list, "")
+		return e.complete(ctx, r, pp, true, list, "")
 	}
 	if len(fails) > 0 && par.Chord.CallbackOnFailure != OnFailureRun {
-		return e.complete(ctx, wf, root, pp, false, list, fmt.Sprintf("%d of %d members failed, callback not run; first, member %d (%s): %s",
+		return e.complete(ctx, r, pp, false, list, fmt.Sprintf("%d of %d members failed, callback not run; first, member %d (%s): %s",
 			len(fails), len(members), fails[0].Index, members[fails[0].Index].describe(), fails[0].Error))
 	}
 	cb := *par.Chord.Callback
 	if cb.Args, err = withField(cb.Args, "results", list); err != nil {
-		return e.complete(ctx, wf, root, pp, false, nil, "callback: "+err.Error())
+		return e.complete(ctx, r, pp, false, nil, "callback: "+err.Error())
 	}
 	if len(fails) > 0 {
 		errs, _ := json.Marshal(fails)
 		if cb.Args, err = withField(cb.Args, "errors", errs); err != nil {
-			return e.complete(ctx, wf, root, pp, false, nil, "callback: "+err.Error())
+			return e.complete(ctx, r, pp, false, nil, "callback: "+err.Error())
 		}
 	}
 	cb.PassResult = false
-	return e.start(ctx, wf, root, callback(pp), &cb, nil, origin)
+	return e.start(ctx, r, callback(pp), &cb, nil)
 }
 
 // MemberError is a failed member in a chord callback's "errors".

@@ -71,7 +71,7 @@ func (e *Engine) Get(ctx context.Context, wf string) (State, error) {
 			}
 		}
 	}
-	out := State{ID: wf, State: m["state"], Error: m["error"], CreatedAt: parseTime(m["created_at"]), FinishedAt: parseTime(m["finished_at"])}
+	out := State{ID: wf, State: m["state"], Error: m["error"], CreatedAt: results.ParseTime(m["created_at"]), FinishedAt: results.ParseTime(m["finished_at"])}
 	if r := m["result"]; r != "" {
 		out.Result = json.RawMessage(r)
 	}
@@ -136,17 +136,6 @@ func node(wf string, s *Step, p string, m map[string]string, states map[string]*
 		n.State = task.StateCancelled
 	}
 	return n
-}
-
-func parseTime(v string) *time.Time {
-	if v == "" {
-		return nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil {
-		return nil
-	}
-	return &t
 }
 
 // Group is a group or chord of a workflow, read as one.
