@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,15 +15,7 @@ import (
 // header plus Flotilla-Error (reason) and Flotilla-Attempts, the original
 // body, on dead.<queue>.<task> (invalid names become [Invalid]).
 func NewDeadMsg(orig nats.Header, data []byte, queue, name, reason string, attempts int) *nats.Msg {
-	h := make(nats.Header, len(orig)+2)
-	for k, v := range orig {
-		if strings.HasPrefix(k, "Nats-") && k != HeaderMsgID {
-			// Server headers of the original publish (an atomic batch's
-			// Nats-Batch-*, say) would be instructions to DEAD.
-			continue
-		}
-		h[k] = v
-	}
+	h := carried(orig)
 	h[HeaderError] = []string{reason}
 	h[HeaderAttempts] = []string{strconv.Itoa(attempts)}
 	return &nats.Msg{Subject: DeadSubject(SafeQueue(queue), SafeTask(name)), Header: h, Data: data}
@@ -66,18 +59,24 @@ func NewRequeueMsg(d DeadLetter, now time.Time) (*nats.Msg, error) {
 	if SafeTask(d.Task) == Invalid || SafeQueue(d.Queue) == Invalid || d.ID == "" {
 		return nil, fmt.Errorf("dead letter %d cannot be requeued: its task name, queue or id is invalid (%s)", d.Seq, d.Error)
 	}
-	h := make(nats.Header, len(d.Header))
-	for k, v := range d.Header {
-		switch k {
-		case HeaderError, HeaderAttempts, HeaderNotify, HeaderExpires, HeaderMsgID, HeaderQueue:
-			continue
-		}
-		if strings.HasPrefix(k, "Nats-") {
-			continue
-		}
-		h[k] = v
-	}
+	h := carried(d.Header, HeaderError, HeaderAttempts, HeaderNotify, HeaderExpires, HeaderMsgID, HeaderQueue)
 	h.Set(HeaderMsgID, RequeueMsgID(d.ID, d.Seq))
 	h.Set(HeaderEnqueued, now.UTC().Format(time.RFC3339Nano))
 	return &nats.Msg{Subject: TaskSubject(d.Queue, d.Task), Header: h, Data: d.Args}, nil
+}
+
+// carried copies the headers of a stored message into a new one, leaving
+// out the given ones and the server's Nats-* headers but Nats-Msg-Id: those
+// (an atomic batch's Nats-Batch-*, a schedule's Nats-Schedule-*) were
+// instructions to the stream the message was published to, and would be
+// wrong ones to the next.
+func carried(h nats.Header, without ...string) nats.Header {
+	out := make(nats.Header, len(h)+2)
+	for k, v := range h {
+		if strings.HasPrefix(k, "Nats-") && k != HeaderMsgID || slices.Contains(without, k) {
+			continue
+		}
+		out[k] = v
+	}
+	return out
 }

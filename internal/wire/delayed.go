@@ -1,8 +1,6 @@
 package wire
 
 import (
-	"strings"
-
 	"github.com/nats-io/nats.go"
 )
 
@@ -16,12 +14,5 @@ import (
 // shows it.
 func DueToTask(h nats.Header, data []byte) *nats.Msg {
 	q, name := SafeQueue(h.Get(HeaderQueue)), SafeTask(h.Get(HeaderTask))
-	out := make(nats.Header, len(h))
-	for k, v := range h {
-		if strings.HasPrefix(k, "Nats-") && k != HeaderMsgID {
-			continue // schedule headers stay behind
-		}
-		out[k] = v
-	}
-	return &nats.Msg{Subject: TaskSubject(q, name), Header: out, Data: data}
+	return &nats.Msg{Subject: TaskSubject(q, name), Header: carried(h), Data: data}
 }
