@@ -9,7 +9,6 @@ import (
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/flotilla/flotilla/internal/jet"
-	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/task"
 )
 
@@ -92,20 +91,8 @@ func (c *Client) EnqueueBatch(ctx context.Context, rs []Request) ([]Result, erro
 	// PENDING first, as a single enqueue does, in one round trip. With
 	// StateIfNew a task that has a state keeps it: a caller-chosen id
 	// enqueued before, or a workflow step another worker published first.
-	var ids []string
-	var ups []results.Update
-	for _, p := range ps {
-		if c.recordsResults(p) {
-			u := c.pending(p)
-			u.StateIfNew = true
-			ids = append(ids, p.env.ID)
-			ups = append(ups, u)
-		}
-	}
-	if len(ids) > 0 {
-		if err := c.store.SetMany(ctx, ids, ups); err != nil {
-			return nil, err
-		}
+	if _, err := c.recordPendingMany(ctx, ps, true); err != nil {
+		return nil, err
 	}
 	msgs := make([]*nats.Msg, len(ps))
 	for i, p := range ps {

@@ -306,6 +306,26 @@ func (c *Client) recordPending(ctx context.Context, p *Prepared) error {
 	return c.store.Set(ctx, p.env.ID, c.pending(p))
 }
 
+// recordPendingMany writes the PENDING states of the tasks of ps that keep
+// results, in one round trip, and says how many it wrote. With ifNew a task
+// that has a state keeps it (results.Update.StateIfNew).
+func (c *Client) recordPendingMany(ctx context.Context, ps []*Prepared, ifNew bool) (int, error) {
+	var ids []string
+	var ups []results.Update
+	for _, p := range ps {
+		if c.recordsResults(p) {
+			u := c.pending(p)
+			u.StateIfNew = ifNew
+			ids = append(ids, p.env.ID)
+			ups = append(ups, u)
+		}
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	return len(ids), c.store.SetMany(ctx, ids, ups)
+}
+
 func (c *Client) pending(p *Prepared) results.Update {
 	return results.Update{Task: p.env.Name, Queue: p.env.Queue, State: task.StatePending, EnqueuedAt: p.env.EnqueuedAt, Args: p.env.Args}
 }
@@ -489,21 +509,11 @@ const StallWait = 5 * time.Second
 // When the state write fails, Send fails and publishes nothing, unless
 // Config.StateErrors is set (see there).
 func (c *Client) Send(ctx context.Context, ps []*Prepared) ([]*Future, error) {
-	var ids []string
-	var ups []results.Update
-	for _, p := range ps {
-		if c.recordsResults(p) {
-			ids = append(ids, p.env.ID)
-			ups = append(ups, c.pending(p))
+	if n, err := c.recordPendingMany(ctx, ps, false); err != nil {
+		if c.cfg.StateErrors == nil {
+			return nil, err
 		}
-	}
-	if len(ids) > 0 {
-		if err := c.store.SetMany(ctx, ids, ups); err != nil {
-			if c.cfg.StateErrors == nil {
-				return nil, err
-			}
-			c.cfg.StateErrors(err, len(ids))
-		}
+		c.cfg.StateErrors(err, n)
 	}
 	futs := make([]*Future, len(ps))
 	for i, p := range ps {

@@ -6,7 +6,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/wire"
 )
 
@@ -67,17 +66,9 @@ func (c *Client) RecordRelayed(ctx context.Context, rs []Relayed) error {
 // recordPendingIfAbsent writes the PENDING state of every task of ps that
 // has none (results.Update.StateIfNew), in one round trip.
 func (c *Client) recordPendingIfAbsent(ctx context.Context, ps []*Prepared) error {
-	if len(ps) == 0 {
-		return nil
-	}
-	ids := make([]string, len(ps))
-	us := make([]results.Update, len(ps))
-	for i, p := range ps {
-		ids[i], us[i] = p.env.ID, c.pending(p)
-		us[i].StateIfNew = true // a task that ran keeps its state
-	}
-	if err := c.store.SetMany(ctx, ids, us); err != nil {
-		return fmt.Errorf("record PENDING of %d relayed tasks: %w", len(ps), err)
+	// A task that ran keeps its state.
+	if n, err := c.recordPendingMany(ctx, ps, true); err != nil {
+		return fmt.Errorf("record PENDING of %d relayed tasks: %w", n, err)
 	}
 	return nil
 }
