@@ -152,42 +152,26 @@ func (e *env) drainOff(ctx context.Context, r *report) error {
 	return nil
 }
 
-// drainOn enqueues with results and events on (measured), then drains with
-// results in Redis and events on (measured).
+// drainOn enqueues with results and events on (measured), then drains
+// with results in Redis and events on (measured).
 func (e *env) drainOn(ctx context.Context, r *report) error {
-	if err := e.purgeTasks(ctx); err != nil {
-		return err
-	}
-	store := e.store()
-	defer store.Close()
-	rate, err := e.fill(ctx, e.client(store, true), e.cfg.Tasks)
-	if err != nil {
-		return err
-	}
-	r.enqOn = rate
-	rate, c, err := e.drain(ctx, store, true, e.cfg.Tasks)
-	if err != nil {
-		return err
-	}
-	r.setCost("drain-results", c)
-	r.drainOn = rate
-	e.memory(r)
-	r.mark("drain-results")
-	return nil
+	return e.drainWith(ctx, true, true, func(enq, drain float64) { r.enqOn, r.drainOn = enq, drain }, r, "drain-results")
 }
 
 // drainResultsOnly enqueues with results on and events off, then drains
 // with results in Redis and events off (measured).
 func (e *env) drainResultsOnly(ctx context.Context, r *report) error {
-	return e.drainWith(ctx, true, false, func(rate float64) { r.drainResults = rate }, r, "drain-results-only")
+	return e.drainWith(ctx, true, false, func(_, drain float64) { r.drainResults = drain }, r, "drain-results-only")
 }
 
 // drainEventsOnly enqueues and drains with results off and events on.
 func (e *env) drainEventsOnly(ctx context.Context, r *report) error {
-	return e.drainWith(ctx, false, true, func(rate float64) { r.drainEvents = rate }, r, "drain-events-only")
+	return e.drainWith(ctx, false, true, func(_, drain float64) { r.drainEvents = drain }, r, "drain-events-only")
 }
 
-func (e *env) drainWith(ctx context.Context, results, events bool, set func(float64), r *report, phase string) error {
+// drainWith enqueues and then drains with results and events on or off,
+// and hands set both rates.
+func (e *env) drainWith(ctx context.Context, results, events bool, set func(enq, drain float64), r *report, phase string) error {
 	if err := e.purgeTasks(ctx); err != nil {
 		return err
 	}
@@ -196,7 +180,8 @@ func (e *env) drainWith(ctx context.Context, results, events bool, set func(floa
 	if !results {
 		store = nil
 	}
-	if _, err := e.fill(ctx, e.client(store, events), e.cfg.Tasks); err != nil {
+	enq, err := e.fill(ctx, e.client(store, events), e.cfg.Tasks)
+	if err != nil {
 		return err
 	}
 	rate, c, err := e.drain(ctx, store, events, e.cfg.Tasks)
@@ -204,7 +189,7 @@ func (e *env) drainWith(ctx context.Context, results, events bool, set func(floa
 		return err
 	}
 	r.setCost(phase, c)
-	set(rate)
+	set(enq, rate)
 	e.memory(r)
 	r.mark(phase)
 	return nil
