@@ -80,6 +80,20 @@ func portFree(host string, port int) bool {
 // they accept connections and the JetStream meta group has a leader. Shut
 // each down when done.
 func StartCluster(n int, dir string, syncAlways bool) ([]*server.Server, error) {
+	// The route ports are found free and then bound by the servers: another
+	// process may take one in between, and that node never comes up. Try
+	// again on fresh ports then.
+	var err error
+	for try := 1; try <= 3; try++ {
+		var ss []*server.Server
+		if ss, err = startCluster(n, filepath.Join(dir, fmt.Sprintf("try%d", try)), syncAlways); err == nil {
+			return ss, nil
+		}
+	}
+	return nil, err
+}
+
+func startCluster(n int, dir string, syncAlways bool) ([]*server.Server, error) {
 	var routes []string
 	ports := make([]int, n)
 	for i := range ports {
@@ -114,11 +128,11 @@ func StartCluster(n int, dir string, syncAlways bool) ([]*server.Server, error) 
 		go ns.Start()
 		ss = append(ss, ns)
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for _, ns := range ss {
 		if !ns.ReadyForConnections(time.Until(deadline)) {
 			stop()
-			return nil, fmt.Errorf("cluster node %s not ready within 30s", ns.Name())
+			return nil, fmt.Errorf("cluster node %s not ready within 20s", ns.Name())
 		}
 	}
 	for time.Now().Before(deadline) {
@@ -130,5 +144,5 @@ func StartCluster(n int, dir string, syncAlways bool) ([]*server.Server, error) 
 		time.Sleep(50 * time.Millisecond)
 	}
 	stop()
-	return nil, errors.New("no JetStream meta leader within 30s")
+	return nil, errors.New("no JetStream meta leader within 20s")
 }
