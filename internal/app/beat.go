@@ -16,7 +16,7 @@ func BeatConfig(cfg config.Config, code []schedule.Schedule) beat.Config {
 		Elector: beat.ElectorConfig{
 			ID: cfg.Worker.Name, TTL: cfg.Beat.LeaseTTL, Replicas: cfg.NATS.Replicas, CreateBucket: cfg.NATS.ApplyStreams,
 		},
-		Grace: cfg.Beat.Grace, Resync: cfg.Beat.Resync,
+		Grace: cfg.Beat.Grace, Resync: cfg.Beat.Resync, FullResync: cfg.Beat.FullResync,
 		PublishMode: cfg.Beat.PublishMode, MaxPending: cfg.Beat.MaxPending, Code: code,
 	}
 }

@@ -13,9 +13,7 @@
 package beat
 
 import (
-	"container/heap"
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -27,16 +25,22 @@ import (
 
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/schedule"
-	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // Store is what beat needs from PostgreSQL (implemented by [store.Store]).
 type Store interface {
-	// ScheduleList returns every schedule.
-	ScheduleList(ctx context.Context) ([]schedule.Schedule, error)
-	// ScheduleGet returns one schedule, or an error matching store.ErrNotFound.
-	ScheduleGet(ctx context.Context, name string) (schedule.Schedule, error)
+	// ScheduleListPage returns up to limit schedules whose names sort
+	// after after, in name order.
+	ScheduleListPage(ctx context.Context, after string, limit int) ([]schedule.Schedule, error)
+	// ScheduleListChanged returns the schedules whose definition changed
+	// at or after since.
+	ScheduleListChanged(ctx context.Context, since time.Time) ([]schedule.Schedule, error)
+	// ScheduleListVersions returns up to limit enabled schedules' names
+	// and definition times whose names sort after after, in name order.
+	ScheduleListVersions(ctx context.Context, after string, limit int) ([]schedule.Version, error)
+	// ScheduleListNamed returns those of the named schedules that exist.
+	ScheduleListNamed(ctx context.Context, names []string) ([]schedule.Schedule, error)
 	// ScheduleSyncCode upserts the schedules declared in code.
 	ScheduleSyncCode(ctx context.Context, scs []schedule.Schedule) error
 	// ScheduleRecordRuns moves last_run_at and run_count forward to the
@@ -67,10 +71,25 @@ type Config struct {
 	// (covers a failover); older missed ticks follow the misfire policy.
 	// Default 3×lease TTL.
 	Grace time.Duration
-	// Resync is the period of the full reload safety net. Default 30s.
+	// Resync is the period of the re-read of the schedules whose
+	// definition changed lately (the safety net behind LISTEN/NOTIFY).
+	// Default 30s.
 	Resync time.Duration
+	// FullResync is the period of the check of every schedule held: a
+	// paged read of the enabled schedules' names and definition times
+	// (at most a third of the loader's time, beside the firing), which
+	// finds schedules deleted, disabled or changed without a notification
+	// and reads those again. Default 10m.
+	FullResync time.Duration
+	// PageSize is how many schedules one read of a full load fetches.
+	// Default 5000.
+	PageSize int
 	// Flush is the period of bookkeeping writes. Default 1s.
 	Flush time.Duration
+	// Batch is the shortest time between two publishes of due fires:
+	// ticks that fall due within it go out together (one Redis round trip
+	// and one flush for all), none before its time. Default 2ms.
+	Batch time.Duration
 	// PublishMode is inline or async (default): a bounded async pipeline.
 	PublishMode string
 	// MaxPending bounds the async pipeline. Default 4096.
@@ -82,6 +101,10 @@ type Config struct {
 	// Observe, when set, is called for every fire once the server acked it
 	// (or failed), with its due time; the benchmark measures lag with it.
 	Observe func(name string, due, acked time.Time, err error)
+	// Loaded, when set, is called after each full read of the schedules
+	// with its kind ("load", "catch-up" or "check"), start, end and the
+	// number of schedules read; the benchmark reports it.
+	Loaded func(kind string, start, end time.Time, n int)
 	// Metrics registers beat's metrics; nil = a private registry.
 	Metrics prometheus.Registerer
 }
@@ -97,26 +120,19 @@ type Scheduler struct {
 	metrics *metrics
 	stats   fireStats
 	rep     *reporter
+	ld      *loader
 
-	notify chan string
-
-	// mu guards the heap and the bookkeeping; it is never held across
+	// mu guards the table and the bookkeeping; it is never held across
 	// network I/O.
-	mu      sync.Mutex
-	entries map[string]*entry
-	h       fireHeap
-	runs    map[string]*schedule.Run // pending bookkeeping
-	dbDown  bool
+	mu     sync.Mutex
+	t      *table
+	runs   map[string]schedule.Run // pending bookkeeping
+	dbDown bool
+	// term counts the terms begun; the catch-up pages of a full load
+	// carry the term that asked for them.
+	term uint64
 
 	pipe chan pending
-}
-
-type entry struct {
-	c     *schedule.Compiled
-	runs  int64     // run count known (db or local)
-	last  time.Time // last fire known (db or local)
-	next  time.Time
-	index int // in heap; -1 when not queued
 }
 
 // fire is one due tick of a schedule, copied out from under the mutex.
@@ -145,8 +161,17 @@ func New(js jetstream.JetStream, store Store, prod Producer, cfg Config, log zer
 	if cfg.Resync <= 0 {
 		cfg.Resync = 30 * time.Second
 	}
+	if cfg.FullResync <= 0 {
+		cfg.FullResync = 10 * time.Minute
+	}
+	if cfg.PageSize <= 0 {
+		cfg.PageSize = 5000
+	}
 	if cfg.Flush <= 0 {
 		cfg.Flush = time.Second
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 2 * time.Millisecond
 	}
 	if cfg.PublishMode == "" {
 		cfg.PublishMode = PublishAsync
@@ -160,13 +185,13 @@ func New(js jetstream.JetStream, store Store, prod Producer, cfg Config, log zer
 	m := newMetrics(cfg.Metrics)
 	s := &Scheduler{
 		js: js, store: store, prod: prod, cfg: cfg, log: log, metrics: m,
-		notify:  make(chan string, 1024),
-		entries: map[string]*entry{},
-		runs:    map[string]*schedule.Run{},
-		pipe:    make(chan pending, cfg.MaxPending),
+		t:    newTable(),
+		runs: map[string]schedule.Run{},
+		pipe: make(chan pending, cfg.MaxPending),
 	}
 	s.el = NewElector(js, cfg.Elector, m, log)
 	s.rep = newReporter(s)
+	s.ld = newLoader(s)
 	return s
 }
 
@@ -199,49 +224,42 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.el.Run(gctx) })
-	g.Go(func() error {
-		return s.store.ScheduleListen(gctx, func(name string) {
-			select {
-			case s.notify <- name:
-			default: // full: a resync picks everything up
-				select {
-				case s.notify <- "":
-				default:
-				}
-			}
-		})
-	})
+	// Listen reports "" as soon as it listens: a full load that fills a
+	// standby's memory; gaining the lease loads again, with catch-up.
+	g.Go(func() error { return s.store.ScheduleListen(gctx, s.ld.notify) })
+	g.Go(func() error { s.ld.run(gctx); return nil })
 	g.Go(func() error { s.collect(gctx); return nil })
 	g.Go(func() error { s.rep.run(gctx); return nil })
 	g.Go(func() error { return s.loop(gctx) })
 	return g.Wait()
 }
 
+// loop is the firing loop: it fires what is due while leading and applies
+// what the loader read. Reads and bookkeeping writes take database round
+// trips (seconds for a million schedules): they run beside it, so no fire
+// waits for them.
 func (s *Scheduler) loop(ctx context.Context) error {
-	// No load here: Listen reports "" as soon as it listens (a full resync
-	// that fills a standby's cache), and gaining the lease reloads anyway.
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	// Reading every schedule and writing bookkeeping take database round
-	// trips (seconds with 100,000 schedules): they run beside the firing
-	// loop, which only applies their results, so no fire waits for them.
-	lists := make(chan []schedule.Schedule, 1)
-	resyncNow := make(chan struct{}, 1)
 	var side sync.WaitGroup
 	sideCtx, stopSide := context.WithCancel(ctx)
 	defer func() { stopSide(); side.Wait() }()
-	side.Add(2)
-	go func() { defer side.Done(); s.resyncLoop(sideCtx, lists, resyncNow) }()
+	side.Add(1)
 	go func() { defer side.Done(); s.flushLoop(sideCtx) }()
 	changes := s.el.Changes()
+	var fired time.Time // when due fires were last taken
 	for {
 		wait := time.Hour
 		if s.el.IsLeader() {
+			now := s.cfg.Now()
 			s.mu.Lock()
-			if len(s.h) > 0 {
-				wait = max(0, s.h[0].next.Sub(s.cfg.Now()))
+			if i, ok := s.t.top(); ok {
+				wait = max(0, time.Duration(s.t.rows[i].next-now.UnixNano()))
 			}
 			s.mu.Unlock()
+			// With thousands of fires a second, wake once per batch, not
+			// once per fire.
+			wait = max(wait, fired.Add(s.cfg.Batch).Sub(now))
 			// Re-check leadership at least as often as it may lapse.
 			wait = min(wait, s.cfg.Elector.Renew)
 		}
@@ -254,27 +272,28 @@ func (s *Scheduler) loop(ctx context.Context) error {
 				changes = nil
 				continue
 			}
+			s.mu.Lock()
+			s.term++
+			term := s.term
+			if leading {
+				// Nothing fires from memory until its schedule is read
+				// again with its bookkeeping and caught up (page by page:
+				// the first pages fire while the rest load).
+				s.t.clearHeap()
+			}
+			s.mu.Unlock()
 			if leading {
 				// Before the catch-up, so that its fires count in the term.
 				s.stats.begin(s.cfg.Now())
 				s.rep.now()
-				s.reloadAll(ctx)
-				s.publish(ctx, s.catchUp())
+				s.ld.catchUp(term)
 			} else {
 				s.stats.end()
 			}
-		case name := <-s.notify:
-			if name == "" {
-				select {
-				case resyncNow <- struct{}{}:
-				default:
-				}
-			} else {
-				s.reload(ctx, name)
-			}
-		case list := <-lists:
-			s.apply(list)
+		case pg := <-s.ld.pages:
+			s.publish(ctx, s.apply(pg))
 		case <-timer.C:
+			fired = s.cfg.Now()
 			s.publish(ctx, s.due())
 		}
 		if !timer.Stop() {
@@ -282,37 +301,6 @@ func (s *Scheduler) loop(ctx context.Context) error {
 			case <-timer.C:
 			default:
 			}
-		}
-	}
-}
-
-// resyncLoop reads every schedule each Resync period (or when asked on
-// now) and hands the list to the firing loop on lists.
-func (s *Scheduler) resyncLoop(ctx context.Context, lists chan<- []schedule.Schedule, now <-chan struct{}) {
-	t := time.NewTicker(s.cfg.Resync)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-now:
-		}
-		if len(s.cfg.Code) > 0 {
-			_ = s.store.ScheduleSyncCode(ctx, s.cfg.Code)
-		}
-		list, err := s.store.ScheduleList(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.dbError(err, "load schedules")
-			}
-			continue
-		}
-		s.dbOK()
-		select {
-		case lists <- list:
-		case <-ctx.Done():
-			return
 		}
 	}
 }
@@ -333,201 +321,213 @@ func (s *Scheduler) flushLoop(ctx context.Context) {
 	}
 }
 
-// reloadAll reads every schedule and diffs it into the heap. A database
-// error keeps what is loaded.
-func (s *Scheduler) reloadAll(ctx context.Context) {
-	list, err := s.store.ScheduleList(ctx)
-	if err != nil {
-		s.dbError(err, "load schedules")
-		return
-	}
-	s.dbOK()
-	s.apply(list)
-}
-
-// apply diffs a full list of schedules into the heap.
-func (s *Scheduler) apply(list []schedule.Schedule) {
-	seen := make(map[string]bool, len(list))
+// apply merges a page the loader read into memory and returns the fires
+// its catch-up found (a page read for a term that is still leading).
+func (s *Scheduler) apply(pg page) []fire {
+	now := s.cfg.Now()
+	readAt := pg.readAt.UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, sc := range list {
-		seen[sc.Name] = true
-		s.upsertLocked(sc)
+	t := s.t
+	catchUp := pg.catchUp && pg.term == s.term && s.el.IsLeader()
+	var fires []fire
+	if pg.failed {
+		// The catch-up read failed (PostgreSQL down): catch up from
+		// memory what was not read, as firing must go on.
+		if catchUp {
+			for i := range t.rows {
+				if r := &t.rows[i]; r.used && r.hidx < 0 {
+					fires = s.catchUpLocked(int32(i), now, fires)
+				}
+			}
+		}
+		s.metrics.schedules.Set(float64(t.len()))
+		return fires
 	}
-	for name := range s.entries {
-		if !seen[name] {
-			s.removeLocked(name)
+	var stale []string
+	for _, v := range pg.versions {
+		// A check: what is held and current counts as seen; what is
+		// missing or older is read again by name.
+		i, ok := t.get(v.Name)
+		if !ok {
+			stale = append(stale, v.Name)
+			continue
+		}
+		r := &t.rows[i]
+		r.seen = max(r.seen, readAt)
+		if r.updated != v.UpdatedAt.UnixNano() {
+			stale = append(stale, v.Name)
 		}
 	}
-	s.metrics.schedules.Set(float64(len(s.entries)))
+	if len(stale) > 0 {
+		s.ld.notifyNames(stale)
+	}
+	for k := range pg.rows {
+		i, changed := s.upsertLocked(&pg.rows[k], readAt)
+		switch {
+		case i < 0:
+		case catchUp:
+			fires = s.catchUpLocked(i, now, fires)
+		case changed:
+			s.armLocked(i, now)
+		}
+	}
+	if pg.named != nil {
+		// A read by name: the names it did not return are gone.
+		for _, name := range pg.named {
+			if i, ok := t.get(name); ok && t.rows[i].seen < readAt {
+				t.remove(i)
+			}
+		}
+	}
+	if pg.end {
+		// The end of a full load or check: what it did not see (and
+		// nothing read since refreshed) was deleted or disabled.
+		start := pg.start.UnixNano()
+		for i := range t.rows {
+			if r := &t.rows[i]; r.used && r.seen < start {
+				t.remove(int32(i))
+			}
+		}
+	}
+	s.metrics.schedules.Set(float64(t.len()))
+	return fires
 }
 
-func (s *Scheduler) reload(ctx context.Context, name string) {
-	sc, err := s.store.ScheduleGet(ctx, name)
-	found := err == nil
-	if errors.Is(err, store.ErrNotFound) {
-		err = nil
-	}
-	if err != nil {
-		s.dbError(err, "load schedule "+name)
-		return
-	}
-	s.dbOK()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !found {
-		s.removeLocked(name)
-	} else {
-		s.upsertLocked(sc)
-	}
-	s.metrics.schedules.Set(float64(len(s.entries)))
-}
-
-func (s *Scheduler) upsertLocked(sc schedule.Schedule) {
+// upsertLocked merges sc, read at readAt, into the table and returns its
+// row: a disabled or broken schedule leaves (-1); a new or redefined one
+// takes its timing and target, changed reporting that its next fire must
+// be computed again. Bookkeeping only moves forward.
+func (s *Scheduler) upsertLocked(sc *schedule.Schedule, readAt int64) (i int32, changed bool) {
+	t := s.t
+	i, ok := t.get(sc.Name)
 	if !sc.Enabled {
-		s.removeLocked(sc.Name)
-		return
-	}
-	e, ok := s.entries[sc.Name]
-	if ok && sameSchedule(e.c.S, sc) {
-		// Only bookkeeping moved: keep the compiled schedule and its next fire.
-		if sc.LastRunAt != nil && sc.LastRunAt.After(e.last) {
-			e.last = *sc.LastRunAt
+		if ok {
+			t.remove(i)
 		}
-		e.runs = max(e.runs, sc.RunCount)
-		e.c.S.LastRunAt = sc.LastRunAt
-		return
+		return -1, false
 	}
-	c, err := schedule.Compile(sc)
+	tm, err := t.timing(sc)
 	if err != nil {
 		s.log.Error().Err(err).Str("schedule", sc.Name).Msg("schedule does not compile; not firing it")
-		s.removeLocked(sc.Name)
-		return
+		if ok {
+			t.remove(i)
+		}
+		return -1, false
+	}
+	tg := t.target(sc)
+	var created int64
+	if !sc.CreatedAt.IsZero() {
+		created = sc.CreatedAt.UnixNano()
 	}
 	if !ok {
-		e = &entry{index: -1}
-		s.entries[sc.Name] = e
-	}
-	e.c = c
-	if sc.LastRunAt != nil && sc.LastRunAt.After(e.last) {
-		e.last = *sc.LastRunAt
-	}
-	e.runs = max(e.runs, sc.RunCount)
-	from := s.cfg.Now()
-	if e.last.After(from) {
-		from = e.last
-	}
-	next, more := c.Next(from)
-	if !more {
-		s.removeLocked(sc.Name)
-		return
-	}
-	e.next = next
-	if e.index >= 0 {
-		heap.Fix(&s.h, e.index)
+		i = t.add(sc.Name, tm, tg)
+		changed = true
 	} else {
-		heap.Push(&s.h, e)
+		r := &t.rows[i]
+		changed = r.timing != tm || r.target != tg || r.created != created
+		t.setShared(i, tm, tg)
 	}
-}
-
-// sameSchedule reports whether the timing and target of a and b match, so a
-// reload that only moved bookkeeping keeps the queued next fire.
-func sameSchedule(a, b schedule.Schedule) bool {
-	return a.Task == b.Task && a.Queue == b.Queue && string(a.Args) == string(b.Args) &&
-		a.Cron == b.Cron && a.Timezone == b.Timezone && a.Interval == b.Interval &&
-		eqTime(a.StartAt, b.StartAt) && eqTime(a.ExpiresAt, b.ExpiresAt) && a.OneOff == b.OneOff &&
-		a.Spread == b.Spread && a.Misfire == b.Misfire && a.CatchUpMax == b.CatchUpMax && a.Enabled == b.Enabled
-}
-
-func eqTime(a, b *time.Time) bool {
-	if a == nil || b == nil {
-		return a == b
+	r := &t.rows[i]
+	r.created = created
+	r.updated = sc.UpdatedAt.UnixNano()
+	r.offset = int64(t.timings.vals[tm].Offset(sc.Name))
+	if sc.LastRunAt != nil {
+		r.last = max(r.last, sc.LastRunAt.UnixNano())
 	}
-	return a.Equal(*b)
+	r.runs = max(r.runs, sc.RunCount)
+	r.seen = max(r.seen, readAt)
+	return i, changed
 }
 
-func (s *Scheduler) removeLocked(name string) {
-	e, ok := s.entries[name]
-	if !ok {
+// armLocked queues row i at its next fire after now (or after its last
+// fire, if later); a schedule that never fires again leaves. A one-off
+// that fired is done: it stays unqueued until it is read disabled.
+func (s *Scheduler) armLocked(i int32, now time.Time) {
+	r := &s.t.rows[i]
+	if r.last != 0 && s.t.timings.vals[r.timing].OneOff() {
+		s.t.unqueue(i)
 		return
 	}
-	if e.index >= 0 {
-		heap.Remove(&s.h, e.index)
+	from := now
+	if last := unixTime(r.last); last.After(from) {
+		from = last
 	}
-	delete(s.entries, name)
+	s.queueNextLocked(i, from)
 }
 
-// catchUp runs when this replica becomes leader: every schedule's ticks
-// since its last recorded fire are due, per its misfire policy.
-func (s *Scheduler) catchUp() []fire {
-	now := s.cfg.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var fires []fire
-	for name, e := range s.entries {
-		if !s.el.IsLeader() {
-			break
-		}
-		due := e.c.Due(e.last, now, s.cfg.Grace)
-		for _, at := range due {
-			fires = append(fires, s.firedLocked(e, at))
-		}
-		if e.c.S.OneOff && len(due) > 0 {
-			s.removeLocked(name)
-			continue
-		}
-		from := now
-		if e.last.After(from) {
-			from = e.last
-		}
-		next, more := e.c.Next(from)
-		if !more {
-			s.removeLocked(name)
-			continue
-		}
-		e.next = next
-		heap.Fix(&s.h, e.index)
+// queueNextLocked queues row i at its first fire strictly after from.
+func (s *Scheduler) queueNextLocked(i int32, from time.Time) {
+	t := s.t
+	r := &t.rows[i]
+	next, more := t.timings.vals[r.timing].Next(from, time.Duration(r.offset))
+	if !more {
+		t.remove(i)
+		return
 	}
+	r.next = next.UnixNano()
+	t.push(i)
+}
+
+// catchUpLocked fires row i's ticks since its last recorded fire, per its
+// misfire policy, and queues its next fire: what a new leader does for
+// each schedule it reads.
+func (s *Scheduler) catchUpLocked(i int32, now time.Time, fires []fire) []fire {
+	t := s.t
+	r := &t.rows[i]
+	tm := t.timings.vals[r.timing]
+	due := tm.Due(unixTime(r.last), unixTime(r.created), now, s.cfg.Grace, time.Duration(r.offset))
+	for _, at := range due {
+		fires = append(fires, s.firedLocked(i, at))
+	}
+	s.armLocked(i, now)
 	return fires
 }
 
 // due takes every tick that is due off the heap, as long as the lease holds.
 func (s *Scheduler) due() []fire {
-	now := s.cfg.Now()
+	nowNs := s.cfg.Now().UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	t := s.t
 	var fires []fire
-	for len(s.h) > 0 && !s.h[0].next.After(now) {
+	for {
+		i, ok := t.top()
+		if !ok || t.rows[i].next > nowNs {
+			break
+		}
 		if !s.el.IsLeader() {
 			break // a leader that cannot vouch for its lease stops at once
 		}
-		e := s.h[0]
-		at := e.next
-		fires = append(fires, s.firedLocked(e, at))
-		if e.c.S.OneOff {
-			s.removeLocked(e.c.S.Name)
+		at := unixTime(t.rows[i].next)
+		fires = append(fires, s.firedLocked(i, at))
+		if t.timings.vals[t.rows[i].timing].OneOff() {
+			t.unqueue(i) // done (see armLocked)
 			continue
 		}
-		next, more := e.c.Next(at)
-		if !more {
-			s.removeLocked(e.c.S.Name)
-			continue
-		}
-		e.next = next
-		heap.Fix(&s.h, 0)
+		s.queueNextLocked(i, at)
 	}
 	return fires
 }
 
-// firedLocked books a fire of e at at and returns it for publishing.
-func (s *Scheduler) firedLocked(e *entry, at time.Time) fire {
-	if at.After(e.last) {
-		e.last = at
+// firedLocked books a fire of row i at at and returns it for publishing.
+func (s *Scheduler) firedLocked(i int32, at time.Time) fire {
+	t := s.t
+	r := &t.rows[i]
+	r.last = max(r.last, at.UnixNano())
+	r.runs++
+	name := t.name(i)
+	s.noteRunLocked(schedule.Run{Name: name, FiredAt: at, Count: r.runs, OneOff: t.timings.vals[r.timing].OneOff()})
+	tg := t.targets.vals[r.target]
+	return fire{name: name, task: tg.task, queue: tg.queue, args: tg.args, at: at}
+}
+
+// unixTime is the UTC time of Unix nanoseconds ns; zero for 0.
+func unixTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
 	}
-	e.runs++
-	s.noteRunLocked(schedule.Run{Name: e.c.S.Name, FiredAt: at, Count: e.runs})
-	sc := &e.c.S
-	return fire{name: sc.Name, task: sc.Task, queue: sc.Queue, args: sc.Args, at: at}
+	return time.Unix(0, ns).UTC()
 }
 
 // publish enqueues fires through the producer: one Redis round trip for
@@ -580,15 +580,17 @@ func (s *Scheduler) publish(ctx context.Context, fires []fire) {
 // noteRunLocked merges r into the bookkeeping waiting for the next flush;
 // both fields only move forward.
 func (s *Scheduler) noteRunLocked(r schedule.Run) {
-	p := s.runs[r.Name]
-	if p == nil {
-		s.runs[r.Name] = &r
+	p, ok := s.runs[r.Name]
+	if !ok {
+		s.runs[r.Name] = r
 		return
 	}
 	p.Count = max(p.Count, r.Count)
 	if r.FiredAt.After(p.FiredAt) {
 		p.FiredAt = r.FiredAt
 	}
+	p.OneOff = p.OneOff || r.OneOff
+	s.runs[r.Name] = p
 }
 
 // collect waits for the acknowledgements of asynchronous fires, in order.
@@ -631,9 +633,9 @@ func (s *Scheduler) flushRuns(ctx context.Context) {
 	}
 	batch := make([]schedule.Run, 0, len(s.runs))
 	for _, r := range s.runs {
-		batch = append(batch, *r)
+		batch = append(batch, r)
 	}
-	s.runs = map[string]*schedule.Run{}
+	s.runs = make(map[string]schedule.Run, len(batch))
 	s.mu.Unlock()
 	if err := s.store.ScheduleRecordRuns(ctx, batch); err != nil {
 		s.dbError(err, "record runs")
@@ -667,28 +669,4 @@ func (s *Scheduler) dbOK() {
 	if was {
 		s.log.Info().Msg("PostgreSQL is back: bookkeeping resumed")
 	}
-}
-
-// fireHeap orders entries by next fire time.
-type fireHeap []*entry
-
-func (h fireHeap) Len() int           { return len(h) }
-func (h fireHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
-func (h fireHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index = i
-	h[j].index = j
-}
-func (h *fireHeap) Push(x any) {
-	e := x.(*entry)
-	e.index = len(*h)
-	*h = append(*h, e)
-}
-func (h *fireHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	e.index = -1
-	*h = old[:len(old)-1]
-	return e
 }

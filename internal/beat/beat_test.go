@@ -490,3 +490,71 @@ func TestDedupWindowCheck(t *testing.T) {
 	require.Contains(t, err.Error(), "refusing to lead")
 	require.NoError(t, beat.CheckDedupWindow(t.Context(), b.js, 10*time.Second, 30*time.Second))
 }
+
+// deaf is a store whose notifications never arrive (but the first "",
+// as a LISTEN that starts reports): only beat's safety nets see changes.
+type deaf struct{ *store.Store }
+
+func (deaf) ScheduleListen(ctx context.Context, fn func(string)) error {
+	fn("")
+	<-ctx.Done()
+	return nil
+}
+
+// TestPagesAndSafetyNets: a leader loads its schedules in pages of 3 and
+// fires them all; with every notification lost, a new schedule and a
+// disabled one are picked up by the re-read of changed schedules, and a
+// deleted one (which changes no updated_at) by the check of everything.
+func TestPagesAndSafetyNets(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for i := range 10 {
+		b.create(t, schedule.Schedule{Name: fmt.Sprintf("p%02d", i), Task: "sys.ping", Interval: schedule.Duration(time.Second)})
+	}
+	cfg := fastConfig()
+	cfg.PageSize = 3
+	cfg.Resync = 500 * time.Millisecond
+	cfg.FullResync = 2 * time.Second
+	var mu sync.Mutex
+	reads := map[string]int{}
+	cfg.Loaded = func(kind string, _, _ time.Time, n int) {
+		mu.Lock()
+		defer mu.Unlock()
+		reads[kind] = n
+	}
+	r := b.start(t, "r0", cfg, deaf{store.New(pool(t, b.pgURL))})
+	require.Eventually(t, r.s.IsLeader, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		for i := range 10 {
+			if len(b.firesOf(t, fmt.Sprintf("p%02d", i))) < 2 {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 100*time.Millisecond, "every schedule of every page fires")
+	mu.Lock()
+	require.Equal(t, 10, reads["catch-up"], "the catch-up load read all ten")
+	mu.Unlock()
+
+	b.create(t, schedule.Schedule{Name: "late", Task: "sys.ping", Interval: schedule.Duration(time.Second)})
+	_, err := b.st.ScheduleSetEnabled(t.Context(), "p01", false)
+	require.NoError(t, err)
+	require.NoError(t, b.st.ScheduleDelete(t.Context(), "p02"))
+	changedAt := time.Now().Unix()
+	require.Eventually(t, func() bool { return len(b.firesOf(t, "late")) >= 2 }, 10*time.Second, 100*time.Millisecond, "a new schedule without its notification fires")
+	// Give the check (every 2 s) time to run, then no fire of either may
+	// come after a second or two of slack.
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return reads["check"] == 9 // p00..p09 without p01 and p02, with late
+	}, 10*time.Second, 100*time.Millisecond)
+	waitUntil(time.Now().Add(3 * time.Second))
+	stopAt := time.Now().Unix()
+	for _, name := range []string{"p01", "p02"} {
+		fires := b.firesOf(t, name)
+		require.NotEmpty(t, fires)
+		require.LessOrEqual(t, fires[len(fires)-1], changedAt+4, "%s fired after it was disabled or deleted (until %d)", name, stopAt)
+	}
+	require.GreaterOrEqual(t, b.firesOf(t, "p00")[len(b.firesOf(t, "p00"))-1], stopAt-2, "the others go on firing")
+}

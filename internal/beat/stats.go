@@ -208,7 +208,7 @@ func (r *reporter) report(ctx context.Context) {
 		r.terms = r.takeOver(rctx, kv, since)
 	}
 	r.s.mu.Lock()
-	schedules := len(r.s.entries)
+	schedules := r.s.t.len()
 	r.s.mu.Unlock()
 	st := wire.BeatStats{
 		Leader: r.s.cfg.Elector.ID, LeaderSince: since, UpdatedAt: now, Schedules: schedules,

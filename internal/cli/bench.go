@@ -33,18 +33,7 @@ on the same servers with the same replication.
 Phases (--phases): raw, enqueue, drain, drain-results-only, drain-events-only,
 drain-results, roundtrip, http.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
-			}
+		RunE: profiled(&cpuProfile, func(cmd *cobra.Command, _ []string) error {
 			if cfg.RedisURL == "" {
 				c, err := load(cmd, rf, config.RoleCLI, nil)
 				if err != nil {
@@ -53,7 +42,7 @@ drain-results, roundtrip, http.`,
 				cfg.RedisURL = c.Redis.URL
 			}
 			return bench.Run(cmd.Context(), cfg, cmd.OutOrStdout())
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.NATSURL, "server", "", "NATS URL to benchmark against (default: an embedded server in a temp dir)")
@@ -64,8 +53,7 @@ drain-results, roundtrip, http.`,
 	f.IntVar(&cfg.HTTPTasks, "http-tasks", 50_000, "tasks enqueued over HTTP")
 	f.IntVar(&cfg.ArgsBytes, "args-bytes", 64, "size of each task's JSON args")
 	f.StringSliceVar(&cfg.Phases, "phases", nil, "phases to run (default all)")
-	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
-	f.IntVar(&cfg.Cluster, "cluster", 1, "run this many embedded servers as a cluster, every stream at that many replicas (without --server)")
+	cmd.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) of the run to this file")
 	var sync string
 	f.StringVar(&sync, "sync", "", `"always": the embedded servers fsync every write (sync_interval: always)`)
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
@@ -91,11 +79,32 @@ drain-results, roundtrip, http.`,
 		}
 		return nil
 	}
-	cmd.AddCommand(benchBeatCmd(rf), benchExecCmd(rf))
+	cmd.AddCommand(benchBeatCmd(rf, &cpuProfile), benchExecCmd(rf, &cpuProfile))
 	return cmd
 }
 
-func benchBeatCmd(rf *rootFlags) *cobra.Command {
+// profiled wraps a bench command's run with the CPU profile that
+// --cpuprofile asks for, written also when the run fails.
+func profiled(path *string, run func(*cobra.Command, []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if *path == "" {
+			return run(cmd, args)
+		}
+		f, err := os.Create(*path)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		err = run(cmd, args)
+		pprof.StopCPUProfile()
+		return errors.Join(err, f.Close())
+	}
+}
+
+func benchBeatCmd(rf *rootFlags, cpuProfile *string) *cobra.Command {
 	var cfg bench.BeatConfig
 	cmd := &cobra.Command{
 		Use:   "beat",
@@ -109,30 +118,34 @@ production: their PENDING states are written to Redis (redis.url, under a
 prefix of the run's own that is deleted afterwards) and "sent" events
 published. Point --server at a separate nats-server to measure beat alone.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: profiled(cpuProfile, func(cmd *cobra.Command, _ []string) error {
 			c, err := load(cmd, rf, config.RoleCLI, nil)
 			if err != nil {
 				return fmt.Errorf("bench beat: %w", err)
 			}
 			cfg.DatabaseURL, cfg.RedisURL = c.Database.URL, c.Redis.URL
 			return bench.RunBeat(cmd.Context(), cfg, cmd.OutOrStdout())
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.NATSURL, "server", "", "NATS URL (default: an embedded server)")
 	f.IntVar(&cfg.Schedules, "schedules", 100_000, "number of every-minute schedules")
 	f.DurationVar(&cfg.Duration, "duration", 70*time.Second, "measurement window")
+	f.DurationVar(&cfg.Warmup, "warmup", time.Minute, "wait this long after the start-up catch-up before measuring (every schedule fires once a minute)")
 	f.StringVar(&cfg.PublishMode, "publish", "async", "publish mode: async or inline")
+	f.BoolVar(&cfg.NoResults, "no-results", false, "do not write the fires' PENDING states to Redis")
+	f.BoolVar(&cfg.NoEvents, "no-events", false, "do not publish the fires' \"sent\" events")
+	f.StringVar(&cfg.HeapProfile, "memprofile", "", "write a heap profile (go tool pprof) at the end of the measurement to this file")
 	return cmd
 }
 
-func benchExecCmd(rf *rootFlags) *cobra.Command {
+func benchExecCmd(rf *rootFlags, cpuProfile *string) *cobra.Command {
 	var cfg bench.ExecConfig
 	cmd := &cobra.Command{
 		Use:   "exec",
 		Short: "Measure synchronous execution (api role → worker over NATS request-reply) next to raw request-reply",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: profiled(cpuProfile, func(cmd *cobra.Command, _ []string) error {
 			if cfg.RedisURL == "" {
 				c, err := load(cmd, rf, config.RoleCLI, nil)
 				if err != nil {
@@ -141,7 +154,7 @@ func benchExecCmd(rf *rootFlags) *cobra.Command {
 				cfg.RedisURL = c.Redis.URL
 			}
 			return bench.RunExec(cmd.Context(), cfg, cmd.OutOrStdout())
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.NATSURL, "server", "", "NATS URL (default: an embedded server)")

@@ -73,7 +73,10 @@ func TestMigrateCommand(t *testing.T) {
 	require.Regexp(t, `(?m)^2\s+00002_api_tokens.sql\s+applied\s+\d{4}-`, out)
 	require.Regexp(t, `(?m)^3\s+00003_accounts.sql\s+applied\s+\d{4}-`, out)
 	require.Regexp(t, `(?m)^4\s+00004_outbox.sql\s+applied\s+\d{4}-`, out)
+	require.Regexp(t, `(?m)^5\s+00005_schedule_runs.sql\s+applied\s+\d{4}-`, out)
 
+	out = b.mustRun(t, "migrate", "down")
+	require.Contains(t, out, "rolled back 00005_schedule_runs.sql")
 	out = b.mustRun(t, "migrate", "down")
 	require.Contains(t, out, "rolled back 00004_outbox.sql")
 	out = b.mustRun(t, "migrate", "down")
@@ -92,6 +95,7 @@ func TestMigrateCommand(t *testing.T) {
 	require.Contains(t, out, "applied 00002_api_tokens.sql")
 	require.Contains(t, out, "applied 00003_accounts.sql")
 	require.Contains(t, out, "applied 00004_outbox.sql")
+	require.Contains(t, out, "applied 00005_schedule_runs.sql")
 
 	_, err = b.run(t, "migrate", "sideways")
 	require.ErrorContains(t, err, `invalid argument "sideways"`)

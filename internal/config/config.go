@@ -286,9 +286,14 @@ type Beat struct {
 	// misfire policy. Must stay below TASKS' duplicate window minus the
 	// lease TTL. Default 30s.
 	Grace time.Duration `koanf:"grace"`
-	// Resync is the period of the full reload from PostgreSQL (the safety
-	// net behind LISTEN/NOTIFY). Default 30s.
+	// Resync is the period of the re-read of the schedules whose
+	// definition changed lately (the safety net behind LISTEN/NOTIFY).
+	// Default 30s.
 	Resync time.Duration `koanf:"resync"`
+	// FullResync is the period of the full re-read of every schedule, in
+	// pages beside the firing (it also finds schedules deleted without a
+	// notification). Default 10m.
+	FullResync time.Duration `koanf:"full_resync"`
 	// PublishMode is "async" (a bounded pipeline, default) or "inline".
 	PublishMode string `koanf:"publish_mode"`
 	// MaxPending bounds the async publish pipeline. Default 4096.

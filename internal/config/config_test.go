@@ -104,7 +104,7 @@ func TestLoadDefaultsWorker(t *testing.T) {
 		Web:    Web{Addr: ":8080", Auth: "required", SessionIdle: 30 * time.Minute, SessionMax: 12 * time.Hour},
 		API:    API{Addr: ":8081", Exec: "remote", ExecTimeoutMax: 5 * time.Minute, Auth: "token", RateLimit: 1000, RateWindow: time.Second},
 		Worker: Worker{Addr: ":8082", Queues: []string{"default"}, Concurrency: 64, Name: cfg.Worker.Name, Sync: true, SyncConcurrency: 8},
-		Beat:   Beat{Addr: ":8083", LeaseTTL: 10 * time.Second, Grace: 30 * time.Second, Resync: 30 * time.Second, PublishMode: "async", MaxPending: 4096},
+		Beat:   Beat{Addr: ":8083", LeaseTTL: 10 * time.Second, Grace: 30 * time.Second, Resync: 30 * time.Second, FullResync: 10 * time.Minute, PublishMode: "async", MaxPending: 4096},
 		Outbox: Outbox{Relay: true},
 	}
 	if diff := cmp.Diff(want, cfg); diff != "" {

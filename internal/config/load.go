@@ -222,6 +222,7 @@ func defaults(role string) map[string]any {
 		"beat.lease_ttl":    10 * time.Second,
 		"beat.grace":        30 * time.Second,
 		"beat.resync":       30 * time.Second,
+		"beat.full_resync":  10 * time.Minute,
 		"beat.publish_mode": "async",
 		"beat.max_pending":  4096,
 

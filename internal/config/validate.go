@@ -178,6 +178,7 @@ func (c Config) Validate() error {
 	}
 	v.positive("beat.grace", c.Beat.Grace)
 	v.positive("beat.resync", c.Beat.Resync)
+	v.positive("beat.full_resync", c.Beat.FullResync)
 	v.oneOf("beat.publish_mode", c.Beat.PublishMode, "async", "inline")
 	if c.Beat.MaxPending < 1 {
 		v.addf("beat.max_pending", "must be at least 1, got %d", c.Beat.MaxPending)

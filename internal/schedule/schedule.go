@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"hash/fnv"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -173,8 +175,8 @@ func (s *Schedule) Validate() error {
 	if s.Cron != "" {
 		if strings.Contains(s.Cron, "TZ=") {
 			add("cron", "set the time zone with the timezone field, not in the expression")
-		} else if _, err := parser.Parse(s.Cron); err != nil {
-			add("cron", "%q: %v", s.Cron, err)
+		} else if _, err := parseCron(s.Cron, ""); err != nil {
+			errs = append(errs, err)
 		} else if every, ok := strings.CutPrefix(strings.TrimSpace(s.Cron), "@every "); ok {
 			// robfig/cron turns a negative or sub-second @every into 1s.
 			if d, err := time.ParseDuration(strings.TrimSpace(every)); err != nil || d < MinInterval {
@@ -200,9 +202,9 @@ func (s *Schedule) Validate() error {
 		add("description", "at most 1000 characters")
 	}
 	if len(errs) == 0 && s.Spread > 0 {
-		c, err := Compile(*s)
-		if err == nil && c.period > 0 && time.Duration(s.Spread) > c.period {
-			add("spread", "%s is longer than the schedule's period of %s", time.Duration(s.Spread), c.period)
+		t, err := CompileTiming(*s)
+		if err == nil && t.period > 0 && time.Duration(s.Spread) > t.period {
+			add("spread", "%s is longer than the schedule's period of %s", time.Duration(s.Spread), t.period)
 		}
 	}
 	return errors.Join(errs...)
@@ -210,52 +212,166 @@ func (s *Schedule) Validate() error {
 
 var parser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
-// Compiled is a schedule ready to compute fire times.
-type Compiled struct {
-	S      Schedule
-	cron   cron.Schedule
-	loc    *time.Location
-	offset time.Duration
-	period time.Duration // shortest gap between ticks seen; 0 if unknown
+// Timing is the part of a compiled schedule that does not depend on its
+// name: the parsed cron expression in its time zone or the interval, the
+// shortest period, start, expiry, spread, misfire policy and catch-up cap.
+// Many schedules share one (beat keeps one per distinct [Timing.Key]); it
+// is immutable and safe for concurrent use.
+type Timing struct {
+	key        string
+	cron       cron.Schedule
+	loc        *time.Location
+	interval   time.Duration
+	start      *time.Time
+	expires    *time.Time
+	spread     time.Duration
+	period     time.Duration // shortest gap between ticks seen; 0 if unknown
+	misfire    string
+	catchUpMax int
+	oneOff     bool
 }
 
-// Compile parses s's cron expression and time zone and computes its offset.
-func Compile(s Schedule) (*Compiled, error) {
-	c := &Compiled{S: s, loc: time.UTC}
-	if s.Cron != "" {
-		if s.Timezone != "" {
-			loc, err := time.LoadLocation(s.Timezone)
-			if err != nil {
-				return nil, &task.FieldError{Field: "timezone", Msg: fmt.Sprintf("unknown IANA time zone %q", s.Timezone)}
-			}
-			c.loc = loc
-		}
-		cs, err := parser.Parse(s.Cron)
+// TimingKey is the key of s's timing: schedules with equal keys have
+// equal timings.
+func TimingKey(s Schedule) string {
+	var b strings.Builder
+	b.Grow(64)
+	b.WriteString(s.Cron)
+	b.WriteByte(0)
+	b.WriteString(s.Timezone)
+	b.WriteByte(0)
+	b.WriteString(strconv.FormatInt(int64(s.Interval), 36))
+	b.WriteByte(0)
+	if s.StartAt != nil {
+		b.WriteString(strconv.FormatInt(s.StartAt.UnixNano(), 36))
+	}
+	b.WriteByte(0)
+	if s.ExpiresAt != nil {
+		b.WriteString(strconv.FormatInt(s.ExpiresAt.UnixNano(), 36))
+	}
+	b.WriteByte(0)
+	b.WriteString(strconv.FormatInt(int64(s.Spread), 36))
+	b.WriteByte(0)
+	b.WriteString(s.Misfire)
+	b.WriteByte(0)
+	b.WriteString(strconv.Itoa(s.CatchUpMax))
+	if s.OneOff {
+		b.WriteString("\x00once")
+	}
+	return b.String()
+}
+
+// parsed is a cron expression parsed in a time zone, with its shortest
+// period: the costly part of compiling, cached by expression and zone.
+type parsed struct {
+	cron   cron.Schedule
+	loc    *time.Location
+	period time.Duration
+}
+
+// maxParsed bounds the cache of parsed expressions (it is emptied when
+// full: expressions are few in practice, each user-defined one costs a
+// parse again at worst).
+const maxParsed = 4096
+
+var parsedCache = struct {
+	sync.Mutex
+	m map[string]*parsed
+}{m: map[string]*parsed{}}
+
+func parseCron(expr, tz string) (*parsed, error) {
+	key := expr + "\x00" + tz
+	parsedCache.Lock()
+	p, ok := parsedCache.m[key]
+	parsedCache.Unlock()
+	if ok {
+		return p, nil
+	}
+	p = &parsed{loc: time.UTC}
+	if tz != "" {
+		loc, err := time.LoadLocation(tz)
 		if err != nil {
-			return nil, &task.FieldError{Field: "cron", Msg: fmt.Sprintf("%q: %v", s.Cron, err)}
+			return nil, &task.FieldError{Field: "timezone", Msg: fmt.Sprintf("unknown IANA time zone %q", tz)}
 		}
-		c.cron = cs
-		// The shortest gap over a sample of ticks bounds the spread.
-		t := time.Date(2025, 1, 1, 0, 0, 0, 0, c.loc)
-		prev := cs.Next(t)
-		for i := 0; i < 16 && !prev.IsZero(); i++ {
-			n := cs.Next(prev)
-			if n.IsZero() {
-				break
-			}
-			if g := n.Sub(prev); c.period == 0 || g < c.period {
-				c.period = g
-			}
-			prev = n
+		p.loc = loc
+	}
+	cs, err := parser.Parse(expr)
+	if err != nil {
+		return nil, &task.FieldError{Field: "cron", Msg: fmt.Sprintf("%q: %v", expr, err)}
+	}
+	p.cron = cs
+	// The shortest gap over a sample of ticks bounds the spread.
+	t := time.Date(2025, 1, 1, 0, 0, 0, 0, p.loc)
+	prev := cs.Next(t)
+	for i := 0; i < 16 && !prev.IsZero(); i++ {
+		n := cs.Next(prev)
+		if n.IsZero() {
+			break
 		}
+		if g := n.Sub(prev); p.period == 0 || g < p.period {
+			p.period = g
+		}
+		prev = n
+	}
+	parsedCache.Lock()
+	if len(parsedCache.m) >= maxParsed {
+		clear(parsedCache.m)
+	}
+	parsedCache.m[key] = p
+	parsedCache.Unlock()
+	return p, nil
+}
+
+// CompileTiming parses the timing of s (see [Timing]). Errors are
+// [task.FieldError]s naming the field.
+func CompileTiming(s Schedule) (*Timing, error) {
+	t := &Timing{
+		key: TimingKey(s), loc: time.UTC, start: s.StartAt, expires: s.ExpiresAt,
+		spread: time.Duration(s.Spread), misfire: s.Misfire, catchUpMax: s.CatchUpMax, oneOff: s.OneOff,
+	}
+	if s.Cron != "" {
+		p, err := parseCron(s.Cron, s.Timezone)
+		if err != nil {
+			return nil, err
+		}
+		t.cron, t.loc, t.period = p.cron, p.loc, p.period
 	} else {
 		if time.Duration(s.Interval) < MinInterval {
 			return nil, &task.FieldError{Field: "interval", Msg: fmt.Sprintf("give a cron expression or an interval of at least %s", MinInterval)}
 		}
-		c.period = time.Duration(s.Interval)
+		t.interval = time.Duration(s.Interval)
+		t.period = t.interval
 	}
-	c.offset = Offset(s.Name, time.Duration(s.Spread), c.period)
-	return c, nil
+	return t, nil
+}
+
+// Key is the timing's [TimingKey].
+func (t *Timing) Key() string { return t.key }
+
+// Period returns the shortest gap between ticks (0 if unknown).
+func (t *Timing) Period() time.Duration { return t.period }
+
+// OneOff reports whether the schedule fires once.
+func (t *Timing) OneOff() bool { return t.oneOff }
+
+// Offset is the spread offset of the schedule called name with this timing.
+func (t *Timing) Offset(name string) time.Duration { return Offset(name, t.spread, t.period) }
+
+// Compiled is a schedule ready to compute fire times: its [Timing] and
+// its own spread offset.
+type Compiled struct {
+	S      Schedule
+	T      *Timing
+	offset time.Duration
+}
+
+// Compile parses s's cron expression and time zone and computes its offset.
+func Compile(s Schedule) (*Compiled, error) {
+	t, err := CompileTiming(s)
+	if err != nil {
+		return nil, err
+	}
+	return &Compiled{S: s, T: t, offset: t.Offset(s.Name)}, nil
 }
 
 // Offset is the deterministic spread offset of schedule name: a hash of the
@@ -281,77 +397,87 @@ func Offset(name string, spread, period time.Duration) time.Duration {
 func (c *Compiled) Offset() time.Duration { return c.offset }
 
 // Period returns the shortest gap between ticks (0 if unknown).
-func (c *Compiled) Period() time.Duration { return c.period }
+func (c *Compiled) Period() time.Duration { return c.T.period }
+
+// Next returns the first fire time strictly after t (see [Timing.Next]).
+func (c *Compiled) Next(t time.Time) (time.Time, bool) { return c.T.Next(t, c.offset) }
+
+// Due returns the fire times to publish now (see [Timing.Due]).
+func (c *Compiled) Due(last, now time.Time, grace time.Duration) []time.Time {
+	return c.T.Due(last, c.S.CreatedAt, now, grace, c.offset)
+}
 
 // nextTick returns the first nominal tick (without offset) strictly after t.
-func (c *Compiled) nextTick(t time.Time) time.Time {
-	if c.cron != nil {
-		return c.cron.Next(t.In(c.loc))
+func (t *Timing) nextTick(after time.Time) time.Time {
+	if t.cron != nil {
+		return t.cron.Next(after.In(t.loc))
 	}
-	iv := time.Duration(c.S.Interval)
+	iv := t.interval
 	// Interval ticks are anchored at start_at, or the Unix epoch, so that
 	// every replica computes the same ticks.
 	var anchor time.Time
-	if c.S.StartAt != nil {
-		anchor = *c.S.StartAt
+	if t.start != nil {
+		anchor = *t.start
 	} else {
 		anchor = time.Unix(0, 0).UTC()
 	}
-	if t.Before(anchor) {
+	if after.Before(anchor) {
 		return anchor
 	}
-	k := t.Sub(anchor)/iv + 1
+	k := after.Sub(anchor)/iv + 1
 	// time.Duration overflows after ~292 years of nanoseconds; intervals of
 	// at least a second from 1970 stay far below that.
 	return anchor.Add(k * iv)
 }
 
-// Next returns the first fire time strictly after t, honouring start and
-// expiry; ok is false when the schedule never fires again.
-func (c *Compiled) Next(t time.Time) (time.Time, bool) {
-	from := t.Add(-c.offset)
-	if c.S.StartAt != nil && from.Before(c.S.StartAt.Add(-time.Nanosecond)) {
-		from = c.S.StartAt.Add(-time.Nanosecond)
+// Next returns the first fire time strictly after after of a schedule
+// with spread offset offset, honouring start and expiry; ok is false when
+// the schedule never fires again.
+func (t *Timing) Next(after time.Time, offset time.Duration) (time.Time, bool) {
+	from := after.Add(-offset)
+	if t.start != nil && from.Before(t.start.Add(-time.Nanosecond)) {
+		from = t.start.Add(-time.Nanosecond)
 	}
-	tick := c.nextTick(from)
+	tick := t.nextTick(from)
 	if tick.IsZero() {
 		return time.Time{}, false
 	}
-	fire := tick.Add(c.offset)
-	if c.S.ExpiresAt != nil && fire.After(*c.S.ExpiresAt) {
+	fire := tick.Add(offset)
+	if t.expires != nil && fire.After(*t.expires) {
 		return time.Time{}, false
 	}
 	return fire, true
 }
 
-// Due returns the fire times to publish now for a schedule whose last
-// recorded fire is last (zero if it never fired) at time now, applying the
-// misfire policy to ticks older than grace. Ticks within grace of now count
-// as on time, not missed. The result is in ascending order.
-func (c *Compiled) Due(last, now time.Time, grace time.Duration) []time.Time {
+// Due returns the fire times to publish now for a schedule with spread
+// offset offset, created at created, whose last recorded fire is last
+// (zero if it never fired), at time now, applying the misfire policy to
+// ticks older than grace. Ticks within grace of now count as on time, not
+// missed. The result is in ascending order.
+func (t *Timing) Due(last, created, now time.Time, grace, offset time.Duration) []time.Time {
 	from := last
 	if from.IsZero() {
 		// Never fired: nothing is "missed" before the schedule existed.
 		from = now.Add(-grace)
-		if !c.S.CreatedAt.IsZero() && c.S.CreatedAt.After(from) {
-			from = c.S.CreatedAt
+		if !created.IsZero() && created.After(from) {
+			from = created
 		}
 	}
 	var missed, onTime []time.Time
-	limit := c.S.CatchUpMax
+	limit := t.catchUpMax
 	if limit <= 0 {
 		limit = DefaultCatchUpMax
 	}
 	// After a long outage, start where at most limit+2 periods remain: older
 	// ticks could never be fired anyway, and walking them costs time.
-	if c.period > 0 {
-		if horizon := now.Add(-grace - time.Duration(limit+2)*c.period); from.Before(horizon) {
+	if t.period > 0 {
+		if horizon := now.Add(-grace - time.Duration(limit+2)*t.period); from.Before(horizon) {
 			from = horizon
 		}
 	}
-	t := from
+	at := from
 	for {
-		f, ok := c.Next(t)
+		f, ok := t.Next(at, offset)
 		if !ok || f.After(now) {
 			break
 		}
@@ -363,9 +489,9 @@ func (c *Compiled) Due(last, now time.Time, grace time.Duration) []time.Time {
 				missed = missed[1:] // keep the latest
 			}
 		}
-		t = f
+		at = f
 	}
-	switch c.S.Misfire {
+	switch t.misfire {
 	case MisfireSkip:
 		missed = nil
 	case MisfireCatchUp:
@@ -380,6 +506,13 @@ func (c *Compiled) Due(last, now time.Time, grace time.Duration) []time.Time {
 	return append(missed, onTime...)
 }
 
+// Version names a schedule and when its definition last changed
+// (Schedule.UpdatedAt): enough to tell whether a copy is current.
+type Version struct {
+	Name      string
+	UpdatedAt time.Time
+}
+
 // Run is the bookkeeping of schedule Name after a fire: its latest fire
 // FiredAt and its absolute run count Count (counted on from the value
 // loaded from the database), so that writing it twice — after a lost commit
@@ -388,4 +521,6 @@ type Run struct {
 	Name    string
 	FiredAt time.Time
 	Count   int64
+	// OneOff marks the fire of a one-off schedule, which is then done.
+	OneOff bool
 }

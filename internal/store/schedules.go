@@ -23,11 +23,68 @@ func (s *Store) ScheduleList(ctx context.Context) ([]schedule.Schedule, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list schedules: %w", interpretError(err))
 	}
-	out := make([]schedule.Schedule, len(rows))
+	return fromRows(rows, func(r dbsqlc.ScheduleListRow) schedule.Schedule { return withRuns(r.Schedule, r.LastRunAt, r.RunCount) }), nil
+}
+
+// ScheduleListPage returns up to limit schedules whose names sort after
+// after ("" for the first page), in name order: a full read in pages, so
+// that a million schedules never sit in memory at once.
+func (s *Store) ScheduleListPage(ctx context.Context, after string, limit int) ([]schedule.Schedule, error) {
+	rows, err := s.q.ScheduleListPage(ctx, s.pool, dbsqlc.ScheduleListPageParams{After: after, Lim: int32(min(limit, math.MaxInt32))})
+	if err != nil {
+		return nil, fmt.Errorf("list schedules after %q: %w", after, interpretError(err))
+	}
+	return fromRows(rows, func(r dbsqlc.ScheduleListPageRow) schedule.Schedule {
+		return withRuns(r.Schedule, r.LastRunAt, r.RunCount)
+	}), nil
+}
+
+// ScheduleListVersions returns up to limit enabled schedules' names and
+// definition times (updated_at) whose names sort after after, in name
+// order.
+func (s *Store) ScheduleListVersions(ctx context.Context, after string, limit int) ([]schedule.Version, error) {
+	rows, err := s.q.ScheduleListVersions(ctx, s.pool, dbsqlc.ScheduleListVersionsParams{After: after, Lim: int32(min(limit, math.MaxInt32))})
+	if err != nil {
+		return nil, fmt.Errorf("list schedule versions after %q: %w", after, interpretError(err))
+	}
+	out := make([]schedule.Version, len(rows))
 	for i, r := range rows {
-		out[i] = fromRow(r)
+		out[i] = schedule.Version{Name: r.Name, UpdatedAt: r.UpdatedAt.UTC()}
 	}
 	return out, nil
+}
+
+// ScheduleListChanged returns the schedules whose definition changed at or
+// after since (bookkeeping aside), in name order.
+func (s *Store) ScheduleListChanged(ctx context.Context, since time.Time) ([]schedule.Schedule, error) {
+	rows, err := s.q.ScheduleListChanged(ctx, s.pool, since)
+	if err != nil {
+		return nil, fmt.Errorf("list changed schedules: %w", interpretError(err))
+	}
+	return fromRows(rows, func(r dbsqlc.ScheduleListChangedRow) schedule.Schedule {
+		return withRuns(r.Schedule, r.LastRunAt, r.RunCount)
+	}), nil
+}
+
+// ScheduleListNamed returns those of the schedules called names that
+// exist, in name order.
+func (s *Store) ScheduleListNamed(ctx context.Context, names []string) ([]schedule.Schedule, error) {
+	rows, err := s.q.ScheduleListNamed(ctx, s.pool, names)
+	if err != nil {
+		return nil, fmt.Errorf("list %d schedules: %w", len(names), interpretError(err))
+	}
+	return fromRows(rows, func(r dbsqlc.ScheduleListNamedRow) schedule.Schedule {
+		return withRuns(r.Schedule, r.LastRunAt, r.RunCount)
+	}), nil
+}
+
+// fromRows converts rows of a read (a schedule with its bookkeeping).
+func fromRows[R any](rows []R, conv func(R) schedule.Schedule) []schedule.Schedule {
+	out := make([]schedule.Schedule, len(rows))
+	for i, r := range rows {
+		out[i] = conv(r)
+	}
+	return out
 }
 
 // ScheduleGet returns the schedule called name, or [ErrNotFound].
@@ -36,7 +93,7 @@ func (s *Store) ScheduleGet(ctx context.Context, name string) (schedule.Schedule
 	if err != nil {
 		return schedule.Schedule{}, fmt.Errorf("schedule %s: %w", name, interpretError(err))
 	}
-	return fromRow(r), nil
+	return withRuns(r.Schedule, r.LastRunAt, r.RunCount), nil
 }
 
 // ScheduleCreate stores a new runtime schedule (Source is set to
@@ -87,7 +144,7 @@ func (s *Store) ScheduleReplace(ctx context.Context, sc schedule.Schedule) (sche
 	if err != nil {
 		return schedule.Schedule{}, fmt.Errorf("replace schedule %s: %w", sc.Name, interpretError(err))
 	}
-	return fromRow(r), nil
+	return s.withStoredRuns(ctx, r)
 }
 
 // ScheduleDelete deletes the schedule called name. It returns
@@ -114,7 +171,7 @@ func (s *Store) ScheduleSetEnabled(ctx context.Context, name string, enabled boo
 	if err != nil {
 		return schedule.Schedule{}, fmt.Errorf("schedule %s: %w", name, interpretError(err))
 	}
-	return fromRow(r), nil
+	return s.withStoredRuns(ctx, r)
 }
 
 // ScheduleSyncCode upserts the schedules declared in code, in one
@@ -165,24 +222,43 @@ func (s *Store) ScheduleSyncCode(ctx context.Context, scs []schedule.Schedule) e
 // ScheduleRecordRuns writes runs to the bookkeeping in one statement:
 // last_run_at becomes the latest of its value and FiredAt, run_count the
 // larger of its value and Count (neither moves back, so batches may arrive
-// out of order or twice), and a one-off schedule disables itself. Of
-// several runs of one name the latest counts. Unknown names are ignored
-// (the schedule was deleted meanwhile). Only a one-off's disabling
-// notifies listeners.
+// out of order or twice). Of several runs of one name the latest counts.
+// Unknown names are ignored (the schedule was deleted meanwhile). A run
+// marked OneOff then disables its schedule if that is a one-off (which
+// notifies listeners).
 func (s *Store) ScheduleRecordRuns(ctx context.Context, runs []schedule.Run) error {
 	if len(runs) == 0 {
 		return nil
 	}
+	// One row per name: an upsert may not touch a row twice.
+	at := make(map[string]int, len(runs))
 	p := dbsqlc.ScheduleRecordRunsParams{
-		Names:   make([]string, len(runs)),
-		FiredAt: make([]time.Time, len(runs)),
-		Counts:  make([]int64, len(runs)),
+		Names:   make([]string, 0, len(runs)),
+		FiredAt: make([]time.Time, 0, len(runs)),
+		Counts:  make([]int64, 0, len(runs)),
 	}
-	for i, r := range runs {
-		p.Names[i], p.FiredAt[i], p.Counts[i] = r.Name, r.FiredAt, r.Count
+	var oneOffs []string
+	for _, r := range runs {
+		if r.OneOff {
+			oneOffs = append(oneOffs, r.Name)
+		}
+		if i, ok := at[r.Name]; ok {
+			if r.FiredAt.After(p.FiredAt[i]) {
+				p.FiredAt[i] = r.FiredAt
+			}
+			p.Counts[i] = max(p.Counts[i], r.Count)
+			continue
+		}
+		at[r.Name] = len(p.Names)
+		p.Names, p.FiredAt, p.Counts = append(p.Names, r.Name), append(p.FiredAt, r.FiredAt), append(p.Counts, r.Count)
 	}
 	if err := s.q.ScheduleRecordRuns(ctx, s.pool, p); err != nil {
 		return fmt.Errorf("record %d schedule runs: %w", len(runs), interpretError(err))
+	}
+	if len(oneOffs) > 0 {
+		if err := s.q.ScheduleDisableFired(ctx, s.pool, oneOffs); err != nil {
+			return fmt.Errorf("disable %d fired one-off schedules: %w", len(oneOffs), interpretError(err))
+		}
 	}
 	return nil
 }
@@ -221,14 +297,38 @@ func toParams(sc schedule.Schedule) dbsqlc.ScheduleReplaceParams {
 	return p
 }
 
-// fromRow converts a row to the domain type.
+// withStoredRuns is schedule r with its bookkeeping, read after a write
+// that returned the row alone.
+func (s *Store) withStoredRuns(ctx context.Context, r dbsqlc.Schedule) (schedule.Schedule, error) {
+	runs, err := s.q.ScheduleRunsGet(ctx, s.pool, r.Name)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fromRow(r), nil
+	case err != nil:
+		return schedule.Schedule{}, fmt.Errorf("schedule %s bookkeeping: %w", r.Name, interpretError(err))
+	}
+	return withRuns(r, &runs.LastRunAt, &runs.RunCount), nil
+}
+
+// withRuns converts a row with its bookkeeping (nil before the first
+// recorded fire) to the domain type.
+func withRuns(r dbsqlc.Schedule, last *time.Time, count *int64) schedule.Schedule {
+	sc := fromRow(r)
+	sc.LastRunAt = utc(last)
+	if count != nil {
+		sc.RunCount = *count
+	}
+	return sc
+}
+
+// fromRow converts a row (without bookkeeping) to the domain type.
 func fromRow(r dbsqlc.Schedule) schedule.Schedule {
 	sc := schedule.Schedule{
 		Name: r.Name, Task: r.Task, Queue: r.Queue, Args: r.Args,
 		StartAt: utc(r.StartAt), ExpiresAt: utc(r.ExpiresAt), Enabled: r.Enabled, OneOff: r.OneOff,
 		Spread: schedule.Duration(r.Spread), Misfire: r.Misfire, CatchUpMax: int(r.CatchUpMax),
-		Description: r.Description, LastRunAt: utc(r.LastRunAt), RunCount: r.RunCount,
-		Source: r.Source, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
+		Description: r.Description,
+		Source:      r.Source, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
 	}
 	// jsonb prints `{"a": 1}`; compact it. Key order is jsonb's (by
 	// length, then bytes), not the writer's.

@@ -282,9 +282,11 @@ func TestScheduleRecordRuns(t *testing.T) {
 		{Name: "a", FiredAt: t0, Count: 1},
 		{Name: "b", FiredAt: t0.Add(time.Minute), Count: 2},
 		{Name: "a", FiredAt: t0.Add(2 * time.Minute), Count: 4}, // same name twice: highest count and latest fire win
-		{Name: "once", FiredAt: t0, Count: 1},
+		{Name: "once", FiredAt: t0, Count: 1, OneOff: true},
 		{Name: "deleted-meanwhile", FiredAt: t0, Count: 1},
 	}))
+	// OneOff on a recurring schedule's run disables nothing.
+	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []schedule.Run{{Name: "a", FiredAt: t0, Count: 1, OneOff: true}}))
 	// An older batch arriving late moves neither field back, and writing a
 	// batch twice (a lost commit acknowledgement, retried) changes nothing.
 	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []schedule.Run{{Name: "b", FiredAt: t0, Count: 1}}))
@@ -310,6 +312,115 @@ func TestScheduleRecordRuns(t *testing.T) {
 		require.Equal(t, tt.count, got.RunCount, tt.name)
 		require.Equal(t, tt.enabled, got.Enabled, tt.name)
 	}
+}
+
+// TestScheduleBookkeepingGoesWithSchedule: the bookkeeping row of a
+// deleted schedule goes too, so a new schedule of the same name starts
+// without it; replacing and enabling return it.
+func TestScheduleBookkeepingGoesWithSchedule(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	sc := intervalSchedule("again")
+	_, err := b.store.ScheduleCreate(ctx, sc)
+	require.NoError(t, err)
+	t0 := time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)
+	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []schedule.Run{{Name: "again", FiredAt: t0, Count: 9}}))
+	got, err := b.store.ScheduleSetEnabled(ctx, "again", false)
+	require.NoError(t, err)
+	require.Equal(t, int64(9), got.RunCount)
+	require.Equal(t, t0, *got.LastRunAt)
+	sc.Description = "changed"
+	got, err = b.store.ScheduleReplace(ctx, sc)
+	require.NoError(t, err)
+	require.Equal(t, int64(9), got.RunCount)
+
+	require.NoError(t, b.store.ScheduleDelete(ctx, "again"))
+	var n int
+	require.NoError(t, b.pool.QueryRow(ctx, "SELECT count(*) FROM schedule_runs").Scan(&n))
+	require.Zero(t, n)
+	created, err := b.store.ScheduleCreate(ctx, sc)
+	require.NoError(t, err)
+	require.Nil(t, created.LastRunAt)
+	require.Zero(t, created.RunCount)
+}
+
+// TestScheduleReadsForBeat: the paged, changed-since and by-name reads
+// beat uses return schedules with their bookkeeping.
+func TestScheduleReadsForBeat(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	var names []string
+	for i := range 7 {
+		sc := intervalSchedule(fmt.Sprintf("p-%d", i))
+		_, err := b.store.ScheduleCreate(ctx, sc)
+		require.NoError(t, err)
+		names = append(names, sc.Name)
+	}
+	t0 := time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)
+	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []schedule.Run{{Name: "p-3", FiredAt: t0, Count: 2}}))
+
+	var got []string
+	after := ""
+	for {
+		page, err := b.store.ScheduleListPage(ctx, after, 3)
+		require.NoError(t, err)
+		for _, sc := range page {
+			got = append(got, sc.Name)
+			if sc.Name == "p-3" {
+				require.Equal(t, int64(2), sc.RunCount)
+				require.Equal(t, t0, *sc.LastRunAt)
+			}
+		}
+		if len(page) < 3 {
+			break
+		}
+		after = page[len(page)-1].Name
+	}
+	require.Equal(t, names, got)
+
+	named, err := b.store.ScheduleListNamed(ctx, []string{"p-3", "p-5", "missing"})
+	require.NoError(t, err)
+	require.Len(t, named, 2)
+	require.Equal(t, int64(2), named[0].RunCount)
+
+	mark := time.Now()
+	changed, err := b.store.ScheduleListChanged(ctx, mark)
+	require.NoError(t, err)
+	require.Empty(t, changed)
+	// Bookkeeping is not a change of definition; an edit is.
+	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []schedule.Run{{Name: "p-1", FiredAt: time.Now(), Count: 1}}))
+	_, err = b.store.ScheduleSetEnabled(ctx, "p-6", false)
+	require.NoError(t, err)
+	changed, err = b.store.ScheduleListChanged(ctx, mark)
+	require.NoError(t, err)
+	require.Len(t, changed, 1)
+	require.Equal(t, "p-6", changed[0].Name)
+}
+
+// TestMigrateKeepsBookkeeping: bookkeeping written before migration 5
+// (columns of schedules) is in schedule_runs after it.
+func TestMigrateKeepsBookkeeping(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := setup(t)
+	m, ok, err := store.MigrateDown(ctx, b.pool)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, int64(5), m.Version)
+	_, err = b.pool.Exec(ctx, `INSERT INTO schedules (name, task, "interval", last_run_at, run_count) VALUES
+		('old-fired', 'sys.ping', '1 minute', '2026-05-01T08:00:00Z', 12), ('old-new', 'sys.ping', '1 minute', NULL, 0)`)
+	require.NoError(t, err)
+	_, err = store.MigrateUp(ctx, b.pool)
+	require.NoError(t, err)
+	got, err := b.store.ScheduleGet(ctx, "old-fired")
+	require.NoError(t, err)
+	require.Equal(t, int64(12), got.RunCount)
+	require.Equal(t, time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC), *got.LastRunAt)
+	got, err = b.store.ScheduleGet(ctx, "old-new")
+	require.NoError(t, err)
+	require.Nil(t, got.LastRunAt)
 }
 
 // TestScheduleUpdatedAtTrigger checks that plain-SQL changes bump

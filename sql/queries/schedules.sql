@@ -1,8 +1,18 @@
+-- Reads return a schedule with its bookkeeping (schedule_runs; none
+-- before its first recorded fire).
+
 -- name: ScheduleList :many
-SELECT * FROM schedules ORDER BY name;
+SELECT sqlc.embed(s), r.last_run_at, r.run_count
+FROM schedules AS s LEFT JOIN schedule_runs AS r ON r.name = s.name
+ORDER BY s.name;
 
 -- name: ScheduleGet :one
-SELECT * FROM schedules WHERE name = @name;
+SELECT sqlc.embed(s), r.last_run_at, r.run_count
+FROM schedules AS s LEFT JOIN schedule_runs AS r ON r.name = s.name
+WHERE s.name = @name;
+
+-- name: ScheduleRunsGet :one
+SELECT * FROM schedule_runs WHERE name = @name;
 
 -- name: ScheduleInsert :one
 INSERT INTO schedules (
@@ -69,24 +79,58 @@ WHERE (schedules.task, schedules.queue, schedules.args, schedules.cron, schedule
        excluded.source);
 
 -- ScheduleRecordRuns writes a batch of fire bookkeeping in one
--- statement. Both fields only move forward, so a batch written twice (its
--- commit acknowledgement lost, then retried) or late changes nothing:
+-- statement (one row per name: the caller merges a name's runs). Both
+-- fields only move forward, so a batch written twice (its commit
+-- acknowledgement lost, then retried) or late changes nothing:
 -- last_run_at takes the latest fire, run_count the highest absolute count
--- (beat counts from the value it loaded). A one-off schedule disables
--- itself. Names that no longer exist are ignored.
+-- (beat counts from the value it loaded). Names that no longer exist are
+-- skipped.
 -- name: ScheduleRecordRuns :exec
-UPDATE schedules AS s SET
-    last_run_at = GREATEST(COALESCE(s.last_run_at, r.fired_at), r.fired_at),
-    run_count = GREATEST(s.run_count, r.n),
-    enabled = s.enabled AND NOT s.one_off
+INSERT INTO schedule_runs (name, last_run_at, run_count)
+SELECT u.name, u.fired_at, u.n
 FROM (
-    SELECT u.name, max(u.fired_at) AS fired_at, max(u.n)::bigint AS n
-    FROM (
-        -- Set-returning functions in one select list advance in lockstep.
-        SELECT unnest(@names::text[]) AS name,
-               unnest(@fired_at::timestamptz[]) AS fired_at,
-               unnest(@counts::bigint[]) AS n
-    ) AS u
-    GROUP BY u.name
-) AS r
-WHERE s.name = r.name;
+    -- Set-returning functions in one select list advance in lockstep.
+    SELECT unnest(@names::text[]) AS name,
+           unnest(@fired_at::timestamptz[]) AS fired_at,
+           unnest(@counts::bigint[]) AS n
+) AS u
+WHERE EXISTS (SELECT 1 FROM schedules AS s WHERE s.name = u.name)
+ON CONFLICT (name) DO UPDATE SET
+    last_run_at = GREATEST(schedule_runs.last_run_at, excluded.last_run_at),
+    run_count = GREATEST(schedule_runs.run_count, excluded.run_count);
+
+-- ScheduleDisableFired disables the one-off schedules among names (a
+-- one-off that fired is done).
+-- name: ScheduleDisableFired :exec
+UPDATE schedules SET enabled = false
+WHERE name = ANY(@names::text[]) AND one_off AND enabled;
+
+-- ScheduleListPage is one page of a full read in name order: up to lim
+-- schedules whose names sort after after ('' for the first page). Beat
+-- reads a million schedules this way without holding them all at once.
+-- (The bound on r too lets the join start at the page instead of
+-- walking schedule_runs from its first row on every page.)
+-- name: ScheduleListPage :many
+SELECT sqlc.embed(s), r.last_run_at, r.run_count
+FROM schedules AS s LEFT JOIN schedule_runs AS r ON r.name = s.name AND r.name > @after
+WHERE s.name > @after ORDER BY s.name LIMIT @lim;
+
+-- ScheduleListVersions is one page of the enabled schedules' names and
+-- definition times, in name order: beat's periodic check of what it holds
+-- reads these two columns and fetches in full only what differs.
+-- name: ScheduleListVersions :many
+SELECT name, updated_at FROM schedules
+WHERE name > @after AND enabled ORDER BY name LIMIT @lim;
+
+-- ScheduleListChanged returns the schedules whose definition changed at
+-- or after since (updated_at moves on every change but bookkeeping).
+-- name: ScheduleListChanged :many
+SELECT sqlc.embed(s), r.last_run_at, r.run_count
+FROM schedules AS s LEFT JOIN schedule_runs AS r ON r.name = s.name
+WHERE s.updated_at >= @since ORDER BY s.name;
+
+-- ScheduleListNamed returns the schedules among names that exist.
+-- name: ScheduleListNamed :many
+SELECT sqlc.embed(s), r.last_run_at, r.run_count
+FROM schedules AS s LEFT JOIN schedule_runs AS r ON r.name = s.name
+WHERE s.name = ANY(@names::text[]) ORDER BY s.name;

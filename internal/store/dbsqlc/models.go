@@ -65,12 +65,15 @@ type Schedule struct {
 	CatchUpMax  int32
 	Description string
 	Source      string
-	// Latest fire recorded by beat (bookkeeping: changing it sends no notification).
-	LastRunAt *time.Time
-	// Fires recorded by beat (bookkeeping: changing it sends no notification).
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+// Bookkeeping of the schedules beat fired: latest fire and run count (writing it sends no notification).
+type ScheduleRun struct {
+	Name      string
+	LastRunAt time.Time
 	RunCount  int64
-	CreatedAt time.Time
-	UpdatedAt time.Time
 }
 
 // People who log in to the web role; password_hash is bcrypt.

@@ -24,34 +24,54 @@ func (q *Queries) ScheduleDelete(ctx context.Context, db DBTX, name string) (int
 	return result.RowsAffected(), nil
 }
 
-const scheduleGet = `-- name: ScheduleGet :one
-SELECT name, task, queue, args, cron, timezone, interval, start_at, expires_at, enabled, one_off, spread, misfire, catch_up_max, description, source, last_run_at, run_count, created_at, updated_at FROM schedules WHERE name = $1
+const scheduleDisableFired = `-- name: ScheduleDisableFired :exec
+UPDATE schedules SET enabled = false
+WHERE name = ANY($1::text[]) AND one_off AND enabled
 `
 
-func (q *Queries) ScheduleGet(ctx context.Context, db DBTX, name string) (Schedule, error) {
+// ScheduleDisableFired disables the one-off schedules among names (a
+// one-off that fired is done).
+func (q *Queries) ScheduleDisableFired(ctx context.Context, db DBTX, names []string) error {
+	_, err := db.Exec(ctx, scheduleDisableFired, names)
+	return err
+}
+
+const scheduleGet = `-- name: ScheduleGet :one
+SELECT s.name, s.task, s.queue, s.args, s.cron, s.timezone, s.interval, s.start_at, s.expires_at, s.enabled, s.one_off, s.spread, s.misfire, s.catch_up_max, s.description, s.source, s.created_at, s.updated_at, r.last_run_at, r.run_count
+FROM schedules AS s LEFT JOIN schedule_runs AS r ON r.name = s.name
+WHERE s.name = $1
+`
+
+type ScheduleGetRow struct {
+	Schedule  Schedule
+	LastRunAt *time.Time
+	RunCount  *int64
+}
+
+func (q *Queries) ScheduleGet(ctx context.Context, db DBTX, name string) (ScheduleGetRow, error) {
 	row := db.QueryRow(ctx, scheduleGet, name)
-	var i Schedule
+	var i ScheduleGetRow
 	err := row.Scan(
-		&i.Name,
-		&i.Task,
-		&i.Queue,
-		&i.Args,
-		&i.Cron,
-		&i.Timezone,
-		&i.Interval,
-		&i.StartAt,
-		&i.ExpiresAt,
-		&i.Enabled,
-		&i.OneOff,
-		&i.Spread,
-		&i.Misfire,
-		&i.CatchUpMax,
-		&i.Description,
-		&i.Source,
+		&i.Schedule.Name,
+		&i.Schedule.Task,
+		&i.Schedule.Queue,
+		&i.Schedule.Args,
+		&i.Schedule.Cron,
+		&i.Schedule.Timezone,
+		&i.Schedule.Interval,
+		&i.Schedule.StartAt,
+		&i.Schedule.ExpiresAt,
+		&i.Schedule.Enabled,
+		&i.Schedule.OneOff,
+		&i.Schedule.Spread,
+		&i.Schedule.Misfire,
+		&i.Schedule.CatchUpMax,
+		&i.Schedule.Description,
+		&i.Schedule.Source,
+		&i.Schedule.CreatedAt,
+		&i.Schedule.UpdatedAt,
 		&i.LastRunAt,
 		&i.RunCount,
-		&i.CreatedAt,
-		&i.UpdatedAt,
 	)
 	return i, err
 }
@@ -64,7 +84,7 @@ INSERT INTO schedules (
     $1, $2, $3, $4, $5, $6, $7, $8, $9,
     $10, $11, $12, $13, $14, $15, $16
 )
-RETURNING name, task, queue, args, cron, timezone, interval, start_at, expires_at, enabled, one_off, spread, misfire, catch_up_max, description, source, last_run_at, run_count, created_at, updated_at
+RETURNING name, task, queue, args, cron, timezone, interval, start_at, expires_at, enabled, one_off, spread, misfire, catch_up_max, description, source, created_at, updated_at
 `
 
 type ScheduleInsertParams struct {
@@ -123,8 +143,6 @@ func (q *Queries) ScheduleInsert(ctx context.Context, db DBTX, arg ScheduleInser
 		&i.CatchUpMax,
 		&i.Description,
 		&i.Source,
-		&i.LastRunAt,
-		&i.RunCount,
 		&i.CreatedAt,
 		&i.UpdatedAt,
 	)
@@ -132,39 +150,50 @@ func (q *Queries) ScheduleInsert(ctx context.Context, db DBTX, arg ScheduleInser
 }
 
 const scheduleList = `-- name: ScheduleList :many
-SELECT name, task, queue, args, cron, timezone, interval, start_at, expires_at, enabled, one_off, spread, misfire, catch_up_max, description, source, last_run_at, run_count, created_at, updated_at FROM schedules ORDER BY name
+
+SELECT s.name, s.task, s.queue, s.args, s.cron, s.timezone, s.interval, s.start_at, s.expires_at, s.enabled, s.one_off, s.spread, s.misfire, s.catch_up_max, s.description, s.source, s.created_at, s.updated_at, r.last_run_at, r.run_count
+FROM schedules AS s LEFT JOIN schedule_runs AS r ON r.name = s.name
+ORDER BY s.name
 `
 
-func (q *Queries) ScheduleList(ctx context.Context, db DBTX) ([]Schedule, error) {
+type ScheduleListRow struct {
+	Schedule  Schedule
+	LastRunAt *time.Time
+	RunCount  *int64
+}
+
+// Reads return a schedule with its bookkeeping (schedule_runs; none
+// before its first recorded fire).
+func (q *Queries) ScheduleList(ctx context.Context, db DBTX) ([]ScheduleListRow, error) {
 	rows, err := db.Query(ctx, scheduleList)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []Schedule
+	var items []ScheduleListRow
 	for rows.Next() {
-		var i Schedule
+		var i ScheduleListRow
 		if err := rows.Scan(
-			&i.Name,
-			&i.Task,
-			&i.Queue,
-			&i.Args,
-			&i.Cron,
-			&i.Timezone,
-			&i.Interval,
-			&i.StartAt,
-			&i.ExpiresAt,
-			&i.Enabled,
-			&i.OneOff,
-			&i.Spread,
-			&i.Misfire,
-			&i.CatchUpMax,
-			&i.Description,
-			&i.Source,
+			&i.Schedule.Name,
+			&i.Schedule.Task,
+			&i.Schedule.Queue,
+			&i.Schedule.Args,
+			&i.Schedule.Cron,
+			&i.Schedule.Timezone,
+			&i.Schedule.Interval,
+			&i.Schedule.StartAt,
+			&i.Schedule.ExpiresAt,
+			&i.Schedule.Enabled,
+			&i.Schedule.OneOff,
+			&i.Schedule.Spread,
+			&i.Schedule.Misfire,
+			&i.Schedule.CatchUpMax,
+			&i.Schedule.Description,
+			&i.Schedule.Source,
+			&i.Schedule.CreatedAt,
+			&i.Schedule.UpdatedAt,
 			&i.LastRunAt,
 			&i.RunCount,
-			&i.CreatedAt,
-			&i.UpdatedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -176,22 +205,229 @@ func (q *Queries) ScheduleList(ctx context.Context, db DBTX) ([]Schedule, error)
 	return items, nil
 }
 
+const scheduleListChanged = `-- name: ScheduleListChanged :many
+SELECT s.name, s.task, s.queue, s.args, s.cron, s.timezone, s.interval, s.start_at, s.expires_at, s.enabled, s.one_off, s.spread, s.misfire, s.catch_up_max, s.description, s.source, s.created_at, s.updated_at, r.last_run_at, r.run_count
+FROM schedules AS s LEFT JOIN schedule_runs AS r ON r.name = s.name
+WHERE s.updated_at >= $1 ORDER BY s.name
+`
+
+type ScheduleListChangedRow struct {
+	Schedule  Schedule
+	LastRunAt *time.Time
+	RunCount  *int64
+}
+
+// ScheduleListChanged returns the schedules whose definition changed at
+// or after since (updated_at moves on every change but bookkeeping).
+func (q *Queries) ScheduleListChanged(ctx context.Context, db DBTX, since time.Time) ([]ScheduleListChangedRow, error) {
+	rows, err := db.Query(ctx, scheduleListChanged, since)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ScheduleListChangedRow
+	for rows.Next() {
+		var i ScheduleListChangedRow
+		if err := rows.Scan(
+			&i.Schedule.Name,
+			&i.Schedule.Task,
+			&i.Schedule.Queue,
+			&i.Schedule.Args,
+			&i.Schedule.Cron,
+			&i.Schedule.Timezone,
+			&i.Schedule.Interval,
+			&i.Schedule.StartAt,
+			&i.Schedule.ExpiresAt,
+			&i.Schedule.Enabled,
+			&i.Schedule.OneOff,
+			&i.Schedule.Spread,
+			&i.Schedule.Misfire,
+			&i.Schedule.CatchUpMax,
+			&i.Schedule.Description,
+			&i.Schedule.Source,
+			&i.Schedule.CreatedAt,
+			&i.Schedule.UpdatedAt,
+			&i.LastRunAt,
+			&i.RunCount,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const scheduleListNamed = `-- name: ScheduleListNamed :many
+SELECT s.name, s.task, s.queue, s.args, s.cron, s.timezone, s.interval, s.start_at, s.expires_at, s.enabled, s.one_off, s.spread, s.misfire, s.catch_up_max, s.description, s.source, s.created_at, s.updated_at, r.last_run_at, r.run_count
+FROM schedules AS s LEFT JOIN schedule_runs AS r ON r.name = s.name
+WHERE s.name = ANY($1::text[]) ORDER BY s.name
+`
+
+type ScheduleListNamedRow struct {
+	Schedule  Schedule
+	LastRunAt *time.Time
+	RunCount  *int64
+}
+
+// ScheduleListNamed returns the schedules among names that exist.
+func (q *Queries) ScheduleListNamed(ctx context.Context, db DBTX, names []string) ([]ScheduleListNamedRow, error) {
+	rows, err := db.Query(ctx, scheduleListNamed, names)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ScheduleListNamedRow
+	for rows.Next() {
+		var i ScheduleListNamedRow
+		if err := rows.Scan(
+			&i.Schedule.Name,
+			&i.Schedule.Task,
+			&i.Schedule.Queue,
+			&i.Schedule.Args,
+			&i.Schedule.Cron,
+			&i.Schedule.Timezone,
+			&i.Schedule.Interval,
+			&i.Schedule.StartAt,
+			&i.Schedule.ExpiresAt,
+			&i.Schedule.Enabled,
+			&i.Schedule.OneOff,
+			&i.Schedule.Spread,
+			&i.Schedule.Misfire,
+			&i.Schedule.CatchUpMax,
+			&i.Schedule.Description,
+			&i.Schedule.Source,
+			&i.Schedule.CreatedAt,
+			&i.Schedule.UpdatedAt,
+			&i.LastRunAt,
+			&i.RunCount,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const scheduleListPage = `-- name: ScheduleListPage :many
+SELECT s.name, s.task, s.queue, s.args, s.cron, s.timezone, s.interval, s.start_at, s.expires_at, s.enabled, s.one_off, s.spread, s.misfire, s.catch_up_max, s.description, s.source, s.created_at, s.updated_at, r.last_run_at, r.run_count
+FROM schedules AS s LEFT JOIN schedule_runs AS r ON r.name = s.name AND r.name > $1
+WHERE s.name > $1 ORDER BY s.name LIMIT $2
+`
+
+type ScheduleListPageParams struct {
+	After string
+	Lim   int32
+}
+
+type ScheduleListPageRow struct {
+	Schedule  Schedule
+	LastRunAt *time.Time
+	RunCount  *int64
+}
+
+// ScheduleListPage is one page of a full read in name order: up to lim
+// schedules whose names sort after after (” for the first page). Beat
+// reads a million schedules this way without holding them all at once.
+// (The bound on r too lets the join start at the page instead of
+// walking schedule_runs from its first row on every page.)
+func (q *Queries) ScheduleListPage(ctx context.Context, db DBTX, arg ScheduleListPageParams) ([]ScheduleListPageRow, error) {
+	rows, err := db.Query(ctx, scheduleListPage, arg.After, arg.Lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ScheduleListPageRow
+	for rows.Next() {
+		var i ScheduleListPageRow
+		if err := rows.Scan(
+			&i.Schedule.Name,
+			&i.Schedule.Task,
+			&i.Schedule.Queue,
+			&i.Schedule.Args,
+			&i.Schedule.Cron,
+			&i.Schedule.Timezone,
+			&i.Schedule.Interval,
+			&i.Schedule.StartAt,
+			&i.Schedule.ExpiresAt,
+			&i.Schedule.Enabled,
+			&i.Schedule.OneOff,
+			&i.Schedule.Spread,
+			&i.Schedule.Misfire,
+			&i.Schedule.CatchUpMax,
+			&i.Schedule.Description,
+			&i.Schedule.Source,
+			&i.Schedule.CreatedAt,
+			&i.Schedule.UpdatedAt,
+			&i.LastRunAt,
+			&i.RunCount,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const scheduleListVersions = `-- name: ScheduleListVersions :many
+SELECT name, updated_at FROM schedules
+WHERE name > $1 AND enabled ORDER BY name LIMIT $2
+`
+
+type ScheduleListVersionsParams struct {
+	After string
+	Lim   int32
+}
+
+type ScheduleListVersionsRow struct {
+	Name      string
+	UpdatedAt time.Time
+}
+
+// ScheduleListVersions is one page of the enabled schedules' names and
+// definition times, in name order: beat's periodic check of what it holds
+// reads these two columns and fetches in full only what differs.
+func (q *Queries) ScheduleListVersions(ctx context.Context, db DBTX, arg ScheduleListVersionsParams) ([]ScheduleListVersionsRow, error) {
+	rows, err := db.Query(ctx, scheduleListVersions, arg.After, arg.Lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ScheduleListVersionsRow
+	for rows.Next() {
+		var i ScheduleListVersionsRow
+		if err := rows.Scan(&i.Name, &i.UpdatedAt); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const scheduleRecordRuns = `-- name: ScheduleRecordRuns :exec
-UPDATE schedules AS s SET
-    last_run_at = GREATEST(COALESCE(s.last_run_at, r.fired_at), r.fired_at),
-    run_count = GREATEST(s.run_count, r.n),
-    enabled = s.enabled AND NOT s.one_off
+INSERT INTO schedule_runs (name, last_run_at, run_count)
+SELECT u.name, u.fired_at, u.n
 FROM (
-    SELECT u.name, max(u.fired_at) AS fired_at, max(u.n)::bigint AS n
-    FROM (
-        -- Set-returning functions in one select list advance in lockstep.
-        SELECT unnest($1::text[]) AS name,
-               unnest($2::timestamptz[]) AS fired_at,
-               unnest($3::bigint[]) AS n
-    ) AS u
-    GROUP BY u.name
-) AS r
-WHERE s.name = r.name
+    -- Set-returning functions in one select list advance in lockstep.
+    SELECT unnest($1::text[]) AS name,
+           unnest($2::timestamptz[]) AS fired_at,
+           unnest($3::bigint[]) AS n
+) AS u
+WHERE EXISTS (SELECT 1 FROM schedules AS s WHERE s.name = u.name)
+ON CONFLICT (name) DO UPDATE SET
+    last_run_at = GREATEST(schedule_runs.last_run_at, excluded.last_run_at),
+    run_count = GREATEST(schedule_runs.run_count, excluded.run_count)
 `
 
 type ScheduleRecordRunsParams struct {
@@ -201,11 +437,12 @@ type ScheduleRecordRunsParams struct {
 }
 
 // ScheduleRecordRuns writes a batch of fire bookkeeping in one
-// statement. Both fields only move forward, so a batch written twice (its
-// commit acknowledgement lost, then retried) or late changes nothing:
+// statement (one row per name: the caller merges a name's runs). Both
+// fields only move forward, so a batch written twice (its commit
+// acknowledgement lost, then retried) or late changes nothing:
 // last_run_at takes the latest fire, run_count the highest absolute count
-// (beat counts from the value it loaded). A one-off schedule disables
-// itself. Names that no longer exist are ignored.
+// (beat counts from the value it loaded). Names that no longer exist are
+// skipped.
 func (q *Queries) ScheduleRecordRuns(ctx context.Context, db DBTX, arg ScheduleRecordRunsParams) error {
 	_, err := db.Exec(ctx, scheduleRecordRuns, arg.Names, arg.FiredAt, arg.Counts)
 	return err
@@ -225,7 +462,7 @@ WHERE name = $15
           ($1::text, $2::text, $3::jsonb, $4::text, $5::text,
            $6::interval, $7::timestamptz, $8::timestamptz,
            $10::boolean, $11::interval, $12::text, $13::integer, $14::text))
-RETURNING name, task, queue, args, cron, timezone, interval, start_at, expires_at, enabled, one_off, spread, misfire, catch_up_max, description, source, last_run_at, run_count, created_at, updated_at
+RETURNING name, task, queue, args, cron, timezone, interval, start_at, expires_at, enabled, one_off, spread, misfire, catch_up_max, description, source, created_at, updated_at
 `
 
 type ScheduleReplaceParams struct {
@@ -285,16 +522,25 @@ func (q *Queries) ScheduleReplace(ctx context.Context, db DBTX, arg ScheduleRepl
 		&i.CatchUpMax,
 		&i.Description,
 		&i.Source,
-		&i.LastRunAt,
-		&i.RunCount,
 		&i.CreatedAt,
 		&i.UpdatedAt,
 	)
 	return i, err
 }
 
+const scheduleRunsGet = `-- name: ScheduleRunsGet :one
+SELECT name, last_run_at, run_count FROM schedule_runs WHERE name = $1
+`
+
+func (q *Queries) ScheduleRunsGet(ctx context.Context, db DBTX, name string) (ScheduleRun, error) {
+	row := db.QueryRow(ctx, scheduleRunsGet, name)
+	var i ScheduleRun
+	err := row.Scan(&i.Name, &i.LastRunAt, &i.RunCount)
+	return i, err
+}
+
 const scheduleSetEnabled = `-- name: ScheduleSetEnabled :one
-UPDATE schedules SET enabled = $1 WHERE name = $2 RETURNING name, task, queue, args, cron, timezone, interval, start_at, expires_at, enabled, one_off, spread, misfire, catch_up_max, description, source, last_run_at, run_count, created_at, updated_at
+UPDATE schedules SET enabled = $1 WHERE name = $2 RETURNING name, task, queue, args, cron, timezone, interval, start_at, expires_at, enabled, one_off, spread, misfire, catch_up_max, description, source, created_at, updated_at
 `
 
 type ScheduleSetEnabledParams struct {
@@ -322,8 +568,6 @@ func (q *Queries) ScheduleSetEnabled(ctx context.Context, db DBTX, arg ScheduleS
 		&i.CatchUpMax,
 		&i.Description,
 		&i.Source,
-		&i.LastRunAt,
-		&i.RunCount,
 		&i.CreatedAt,
 		&i.UpdatedAt,
 	)
