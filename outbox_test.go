@@ -55,7 +55,7 @@ func setupOutbox(t *testing.T) *outboxBundle {
 
 	rs := results.New(rdb, results.Config{Prefix: prefix, TTL: time.Hour})
 	t.Cleanup(rs.Close)
-	r := outbox.New(outbox.Config{}, b.pool, js, client.New(nc, js, rs, client.Config{Events: true}), zerolog.New(zerolog.NewTestWriter(t)))
+	r := outbox.New(outbox.Config{}, b.pool, js, client.New(nc, js, rs, client.Config{Events: wire.EventsAll}), zerolog.New(zerolog.NewTestWriter(t)))
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()

@@ -68,7 +68,7 @@ func (b *execBundle) startWorker(t *testing.T, name string) (kill func()) {
 	t.Helper()
 	nc, js := jettest.Connect(t, b.url)
 	w := worker.New(nc, js, b.reg, b.store, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel), worker.Config{
-		Queues: []string{"default"}, Concurrency: 4, Name: name, Sync: true, SyncConcurrency: 8, ShutdownTimeout: 5 * time.Second, Events: true,
+		Queues: []string{"default"}, Concurrency: 4, Name: name, Sync: true, SyncConcurrency: 8, ShutdownTimeout: 5 * time.Second, Events: wire.EventsAll,
 	})
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	done := make(chan error, 1)
@@ -288,7 +288,7 @@ func TestExecLocal(t *testing.T) {
 	t.Parallel()
 	b := setupExec(t, func(b *execBundle) api.Executor {
 		return api.Local{Registry: b.reg, Runner: attempt.New(attempt.Config{
-			Timeout: 5 * time.Second, Worker: "local", Store: b.store, Events: jet.NewEvents(b.nc, true),
+			Timeout: 5 * time.Second, Worker: "local", Store: b.store, Events: jet.NewEvents(b.nc, wire.EventsAll),
 		}, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel))}
 	})
 	events := b.events(t)

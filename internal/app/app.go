@@ -163,7 +163,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 func NewClient(cfg config.Config, c *Conns, reg *task.Registry) *client.Client {
 	return client.New(c.NC, c.JS, c.Results, client.Config{
 		Registry: reg, CheckRegistered: cfg.Tasks.CheckRegistered, MaxArgsBytes: cfg.Tasks.MaxBodyBytes,
-		Events: cfg.Tasks.Events, IdempotencyTTL: dedupWindow(c), NotifyPrefix: wire.NotifyPrefix(cfg.NATS.InboxPrefix),
+		Events: wire.EventLevel(cfg.Tasks.Events), IdempotencyTTL: dedupWindow(c), NotifyPrefix: wire.NotifyPrefix(cfg.NATS.InboxPrefix),
 		Limits: Limits(cfg), Queues: append([]string{}, cfg.Worker.Queues...),
 	})
 }
@@ -259,7 +259,7 @@ func build(ctx context.Context, role string, cfg config.Config, c *Conns, opts O
 		}
 		wcfg.Dashboard = dashboard.New(dcfg, log)
 		if c.Results != nil {
-			cn := revoke.New(c.JS, c.Results, jet.NewEvents(c.NC, cfg.Tasks.Events))
+			cn := revoke.New(c.JS, c.Results, jet.NewEvents(c.NC, wire.EventLevel(cfg.Tasks.Events)))
 			wcfg.Canceller = cn
 			wcfg.Workflows = workflow.New(c.Results, cl, func(ctx context.Context, id, by string) error {
 				_, err := cn.Cancel(ctx, id, by)
@@ -356,7 +356,7 @@ func failureLimit(cfg config.Config, c *Conns) auth.FailureLimit {
 func BeatClient(cfg config.Config, c *Conns, reg *task.Registry, log zerolog.Logger) *client.Client {
 	sampled := log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Minute})
 	return client.New(c.NC, c.JS, c.Results, client.Config{
-		Registry: reg, MaxArgsBytes: cfg.Tasks.MaxBodyBytes, Events: cfg.Tasks.Events, IdempotencyTTL: dedupWindow(c),
+		Registry: reg, MaxArgsBytes: cfg.Tasks.MaxBodyBytes, Events: wire.EventLevel(cfg.Tasks.Events), IdempotencyTTL: dedupWindow(c),
 		Limits: Limits(cfg),
 		StateErrors: func(err error, n int) {
 			sampled.Warn().Err(err).Int("tasks", n).Msg("PENDING states of fired tasks not recorded in Redis; firing anyway")
@@ -371,7 +371,7 @@ func Executor(cfg config.Config, c *Conns, reg *task.Registry, mw []task.Middlew
 	if cfg.API.Exec == "local" {
 		return api.Local{Registry: reg, Runner: attempt.New(attempt.Config{
 			Middleware: mw, Timeout: cfg.Tasks.Timeout, Grace: cfg.Tasks.TimeoutGrace, Worker: "api-local:" + cfg.Worker.Name,
-			Store: c.Results, Events: jet.NewEvents(c.NC, cfg.Tasks.Events), Metrics: attempt.NewMetrics(metrics),
+			Store: c.Results, Events: jet.NewEvents(c.NC, wire.EventLevel(cfg.Tasks.Events)), Metrics: attempt.NewMetrics(metrics),
 		}, log)}
 	}
 	r := api.Remote{NC: c.NC}
@@ -405,7 +405,7 @@ func WorkerConfig(cfg config.Config) worker.Config {
 		Queues: cfg.Worker.Queues, Concurrency: cfg.Worker.Concurrency, Prefetch: cfg.Worker.Prefetch, Name: cfg.Worker.Name,
 		MaxRetries: cfg.Tasks.MaxRetries, Timeout: cfg.Tasks.Timeout, Grace: cfg.Tasks.TimeoutGrace,
 		Backoff: cfg.Tasks.RetryBackoff, BackoffMax: cfg.Tasks.RetryBackoffMax,
-		AckWait: cfg.NATS.AckWait, Events: cfg.Tasks.Events, ShutdownTimeout: cfg.ShutdownTimeout,
+		AckWait: cfg.NATS.AckWait, Events: wire.EventLevel(cfg.Tasks.Events), ShutdownTimeout: cfg.ShutdownTimeout,
 		Sync: cfg.Worker.Sync, SyncConcurrency: cfg.Worker.SyncConcurrency,
 	}
 }

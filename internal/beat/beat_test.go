@@ -88,7 +88,7 @@ func (b *bundle) start(t *testing.T, id string, cfg beat.Config, st beat.Store) 
 	cfg.Elector.ID = id
 	// Fires go through the producer of every role: PENDING states in the
 	// bundle's Redis prefix, "sent" events.
-	prod := client.New(nc, js, b.results, client.Config{Events: true})
+	prod := client.New(nc, js, b.results, client.Config{Events: wire.EventsAll})
 	s := beat.New(js, st, prod, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Str("replica", id).Logger())
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	done := make(chan error, 1)

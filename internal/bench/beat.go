@@ -159,7 +159,11 @@ func RunBeat(ctx context.Context, cfg BeatConfig, out io.Writer) error {
 	if cfg.NoResults {
 		rs = nil
 	}
-	prod := client.New(nc, js, rs, client.Config{Events: !cfg.NoEvents,
+	events := wire.EventsStandard
+	if cfg.NoEvents {
+		events = wire.EventsOff
+	}
+	prod := client.New(nc, js, rs, client.Config{Events: events,
 		StateErrors: func(error, int) {}})
 	s := beat.New(js, st, prod, bcfg, zerolog.Nop())
 	rctx, cancel := context.WithCancel(ctx)

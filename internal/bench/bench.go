@@ -50,7 +50,8 @@ type Config struct {
 	// ArgsBytes is the size of each task's JSON args. Default 64.
 	ArgsBytes int
 	// Phases to run; empty = all. Names: raw, enqueue, drain,
-	// drain-results-only, drain-events-only, drain-results, roundtrip, http.
+	// drain-results-only, drain-events-only, drain-results, drain-all,
+	// roundtrip, http.
 	Phases []string
 	// Cluster > 1 runs that many embedded servers as a cluster, every
 	// stream (the raw loops' too) with that many replicas.
@@ -145,6 +146,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		{"drain-results-only", e.drainResultsOnly},
 		{"drain-events-only", e.drainEventsOnly},
 		{"drain-results", e.drainOn},
+		{"drain-all", e.drainAll},
 		{"roundtrip", e.roundTrip},
 		{"http", e.httpEnqueue},
 	}
@@ -322,7 +324,7 @@ func (e *env) store() *results.Store {
 	return results.New(e.rdb, results.Config{Prefix: e.prefix, TTL: 10 * time.Minute})
 }
 
-func (e *env) client(store *results.Store, events bool) *client.Client {
+func (e *env) client(store *results.Store, events wire.EventLevel) *client.Client {
 	return client.New(e.nc, e.js, store, client.Config{Registry: e.reg, CheckRegistered: true, Events: events})
 }
 
@@ -349,7 +351,7 @@ func (e *env) fill(ctx context.Context, c *client.Client, n int) (float64, error
 
 // drain runs a worker until TASKS is empty and returns the rate and what
 // each task cost.
-func (e *env) drain(ctx context.Context, store *results.Store, events bool, n int) (float64, cost, error) {
+func (e *env) drain(ctx context.Context, store *results.Store, events wire.EventLevel, n int) (float64, cost, error) {
 	before, err := e.snapshot(ctx)
 	if err != nil {
 		return 0, cost{}, err

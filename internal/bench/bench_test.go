@@ -37,7 +37,8 @@ func TestBenchModesRun(t *testing.T) {
 			require.Contains(t, s, mode.want)
 			for _, row := range []string{
 				"raw JetStream consume+ack", "drain, results+events off", "drain, results in Redis, events off",
-				"drain, results off, events on", "drain, results in Redis + events on", "enqueue-and-wait round trip",
+				"drain, results off, events standard", "drain, results in Redis + events standard (defaults)",
+				"drain, results in Redis + every event", "enqueue-and-wait round trip",
 				"enqueue over HTTP", "raw HTTP: the same stack, no-op handler",
 			} {
 				require.Contains(t, s, row)

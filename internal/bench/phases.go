@@ -19,6 +19,7 @@ import (
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/rest"
 	"github.com/flotilla/flotilla/internal/web"
+	"github.com/flotilla/flotilla/internal/wire"
 	"github.com/flotilla/flotilla/internal/worker"
 )
 
@@ -27,14 +28,16 @@ type report struct {
 	rawRTT50, rawRTT99 time.Duration
 	enqOff, enqOn      float64
 	drainOff, drainOn  float64
-	// drainResults: results in Redis, events off; drainEvents: the reverse.
-	drainResults, drainEvents float64
-	rt50, rt99                time.Duration
-	httpRate                  float64
-	httpNoop                  float64 // the same HTTP stack answering a no-op handler
-	rssMiB, heapMiB           float64
-	ran                       map[string]bool
-	costs                     map[string]cost // per drain phase
+	// drainResults: results in Redis, events off; drainEvents: results
+	// off, events at the standard level; drainAll: results in Redis, every
+	// event (started too).
+	drainResults, drainEvents, drainAll float64
+	rt50, rt99                          time.Duration
+	httpRate                            float64
+	httpNoop                            float64 // the same HTTP stack answering a no-op handler
+	rssMiB, heapMiB                     float64
+	ran                                 map[string]bool
+	costs                               map[string]cost // per drain phase
 }
 
 func (r *report) setCost(phase string, c cost) {
@@ -123,7 +126,7 @@ func (e *env) enqueue(ctx context.Context, r *report) error {
 	if err := e.purgeTasks(ctx); err != nil {
 		return err
 	}
-	rate, err := e.fill(ctx, e.client(nil, false), e.cfg.Tasks)
+	rate, err := e.fill(ctx, e.client(nil, wire.EventsOff), e.cfg.Tasks)
 	if err != nil {
 		return err
 	}
@@ -137,11 +140,11 @@ func (e *env) drainOff(ctx context.Context, r *report) error {
 		if err := e.purgeTasks(ctx); err != nil {
 			return err
 		}
-		if _, err := e.fill(ctx, e.client(nil, false), e.cfg.Tasks); err != nil {
+		if _, err := e.fill(ctx, e.client(nil, wire.EventsOff), e.cfg.Tasks); err != nil {
 			return err
 		}
 	}
-	rate, c, err := e.drain(ctx, nil, false, e.cfg.Tasks)
+	rate, c, err := e.drain(ctx, nil, wire.EventsOff, e.cfg.Tasks)
 	if err != nil {
 		return err
 	}
@@ -153,25 +156,32 @@ func (e *env) drainOff(ctx context.Context, r *report) error {
 }
 
 // drainOn enqueues with results and events on (measured), then drains
-// with results in Redis and events on (measured).
+// with results in Redis and events at the standard level — the defaults
+// (measured).
 func (e *env) drainOn(ctx context.Context, r *report) error {
-	return e.drainWith(ctx, true, true, func(enq, drain float64) { r.enqOn, r.drainOn = enq, drain }, r, "drain-results")
+	return e.drainWith(ctx, true, wire.EventsStandard, func(enq, drain float64) { r.enqOn, r.drainOn = enq, drain }, r, "drain-results")
+}
+
+// drainAll is drainOn with every event (started too).
+func (e *env) drainAll(ctx context.Context, r *report) error {
+	return e.drainWith(ctx, true, wire.EventsAll, func(_, drain float64) { r.drainAll = drain }, r, "drain-all")
 }
 
 // drainResultsOnly enqueues with results on and events off, then drains
 // with results in Redis and events off (measured).
 func (e *env) drainResultsOnly(ctx context.Context, r *report) error {
-	return e.drainWith(ctx, true, false, func(_, drain float64) { r.drainResults = drain }, r, "drain-results-only")
+	return e.drainWith(ctx, true, wire.EventsOff, func(_, drain float64) { r.drainResults = drain }, r, "drain-results-only")
 }
 
-// drainEventsOnly enqueues and drains with results off and events on.
+// drainEventsOnly enqueues and drains with results off and events at the
+// standard level.
 func (e *env) drainEventsOnly(ctx context.Context, r *report) error {
-	return e.drainWith(ctx, false, true, func(_, drain float64) { r.drainEvents = drain }, r, "drain-events-only")
+	return e.drainWith(ctx, false, wire.EventsStandard, func(_, drain float64) { r.drainEvents = drain }, r, "drain-events-only")
 }
 
-// drainWith enqueues and then drains with results and events on or off,
-// and hands set both rates.
-func (e *env) drainWith(ctx context.Context, results, events bool, set func(enq, drain float64), r *report, phase string) error {
+// drainWith enqueues and then drains with results on or off and events at
+// a level, and hands set both rates.
+func (e *env) drainWith(ctx context.Context, results bool, events wire.EventLevel, set func(enq, drain float64), r *report, phase string) error {
 	if err := e.purgeTasks(ctx); err != nil {
 		return err
 	}
@@ -209,9 +219,9 @@ func (e *env) roundTrip(ctx context.Context, r *report) error {
 	}
 	store := e.store()
 	defer store.Close()
-	c := e.client(store, true)
+	c := e.client(store, wire.EventsStandard)
 	w := worker.New(e.nc, e.js, e.reg, store, zerolog.Nop(), worker.Config{
-		Queues: []string{"default"}, Concurrency: e.cfg.Concurrency, Name: "bench", Events: true,
+		Queues: []string{"default"}, Concurrency: e.cfg.Concurrency, Name: "bench", Events: wire.EventsStandard,
 	})
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -254,7 +264,7 @@ func (e *env) httpEnqueue(ctx context.Context, r *report) error {
 	defer e.purgeTasks(context.WithoutCancel(ctx))
 	store := e.store()
 	defer store.Close()
-	h := web.New(web.Config{MaxBodyBytes: 1 << 20}, e.client(store, true), []rest.Check{}, zerolog.Nop()).Handler()
+	h := web.New(web.Config{MaxBodyBytes: 1 << 20}, e.client(store, wire.EventsStandard), []rest.Check{}, zerolog.Nop()).Handler()
 	answer := []byte(`{"id":"01JD7Y4T2W9X6V3Q8M5N0R1S2P","state":"PENDING"}`)
 	h.POST("/bench/noop", func(c echo.Context) error {
 		if _, err := rest.ReadBody(c, 1<<20); err != nil {
@@ -332,13 +342,17 @@ func (r *report) print(w io.Writer) {
 		r.costRow(w, "drain-results-only")
 	}
 	if r.ran["drain-events-only"] {
-		row("drain, results off, events on", rate(r.drainEvents), ratio(r.drainEvents, r.rawDrain, "raw consume+ack"))
+		row("drain, results off, events standard", rate(r.drainEvents), ratio(r.drainEvents, r.rawDrain, "raw consume+ack"))
 		r.costRow(w, "drain-events-only")
 	}
 	if r.ran["drain-results"] {
-		row("enqueue, Go client (results in Redis, events on)", rate(r.enqOn), ratio(r.enqOn, r.rawPub, "raw publish"))
-		row("drain, results in Redis + events on", rate(r.drainOn), ratio(r.drainOn, r.rawDrain, "raw consume+ack"))
+		row("enqueue, Go client (results in Redis, events standard)", rate(r.enqOn), ratio(r.enqOn, r.rawPub, "raw publish"))
+		row("drain, results in Redis + events standard (defaults)", rate(r.drainOn), ratio(r.drainOn, r.rawDrain, "raw consume+ack"))
 		r.costRow(w, "drain-results")
+	}
+	if r.ran["drain-all"] {
+		row("drain, results in Redis + every event (started too)", rate(r.drainAll), ratio(r.drainAll, r.rawDrain, "raw consume+ack"))
+		r.costRow(w, "drain-all")
 	}
 	if r.ran["roundtrip"] {
 		row("enqueue-and-wait round trip p50 / p99", fmt.Sprintf("%s / %s", ms(r.rt50), ms(r.rt99)), ratioD(r.rt50, r.rawRTT50))

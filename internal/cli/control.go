@@ -20,6 +20,7 @@ import (
 	"github.com/flotilla/flotilla/internal/revoke"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // taskCancelCmd is `flotilla task cancel`: one task by id, or with --all
@@ -59,7 +60,7 @@ func taskCancelCmd(rf *rootFlags) *cobra.Command {
 			}
 			defer c.Close()
 			st := store.New(c.Pool)
-			cn := revoke.New(c.JS, c.Results, jet.NewEvents(c.NC, cfg.Tasks.Events))
+			cn := revoke.New(c.JS, c.Results, jet.NewEvents(c.NC, wire.EventLevel(cfg.Tasks.Events)))
 			by := "cli:" + osActor()
 			if all {
 				n, err := cn.CancelMatching(cmd.Context(), f, by)
@@ -185,7 +186,7 @@ func queueCmd(rf *rootFlags) *cobra.Command {
 			if _, err := queues.New(c.JS).Get(cmd.Context(), a[0]); err != nil {
 				return err
 			}
-			n, err := revoke.New(c.JS, c.Results, jet.NewEvents(c.NC, cfg.Tasks.Events)).
+			n, err := revoke.New(c.JS, c.Results, jet.NewEvents(c.NC, wire.EventLevel(cfg.Tasks.Events))).
 				CancelMatching(cmd.Context(), revoke.Filter{Queue: a[0]}, "cli:"+osActor())
 			cliAudit(cmd, st, "queue.purge", a[0], err)
 			if err != nil {

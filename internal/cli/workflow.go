@@ -92,7 +92,7 @@ func workflowCmd(env Env, rf *rootFlags) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			cn := revoke.New(c.JS, c.Results, jet.NewEvents(c.NC, cfg.Tasks.Events))
+			cn := revoke.New(c.JS, c.Results, jet.NewEvents(c.NC, wire.EventLevel(cfg.Tasks.Events)))
 			eng := workflow.New(c.Results, app.NewClient(cfg, c, env.Registry), func(ctx2 context.Context, id, by string) error {
 				_, err := cn.Cancel(ctx2, id, by)
 				return err

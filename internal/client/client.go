@@ -35,8 +35,9 @@ type Config struct {
 	CheckRegistered bool
 	// MaxArgsBytes limits the encoded args. Default 1 MiB.
 	MaxArgsBytes int64
-	// Events publishes a "sent" event per task.
-	Events bool
+	// Events is the event level: at standard and all a "sent" event goes
+	// out per task. Empty = none.
+	Events wire.EventLevel
 	// IdempotencyTTL is how long an idempotency key stays bound to its task;
 	// it should match TASKS' duplicate window. Default 5m.
 	IdempotencyTTL time.Duration

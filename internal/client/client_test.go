@@ -192,7 +192,7 @@ func TestUnknownTaskWithoutCheck(t *testing.T) {
 
 func TestEnqueue(t *testing.T) {
 	t.Parallel()
-	b := setup(t, opts{cfg: client.Config{Events: true}})
+	b := setup(t, opts{cfg: client.Config{Events: wire.EventsAll}})
 	sent, err := b.nc.SubscribeSync("events.sent.>")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sent.Unsubscribe() })

@@ -184,8 +184,10 @@ type Tasks struct {
 	CancelTTL time.Duration `koanf:"cancel_ttl"`
 	// Results turns result recording in Redis on or off. Default true.
 	Results bool `koanf:"results"`
-	// Events turns lifecycle events on the EVENTS stream on or off. Default true.
-	Events bool `koanf:"events"`
+	// Events is the level of lifecycle events on the EVENTS stream: off,
+	// outcomes, standard (outcomes and sent) or all (and started); true
+	// means all and false off, as before levels. Default standard.
+	Events string `koanf:"events"`
 	// CheckRegistered rejects enqueues of task names this binary has no
 	// handler for. Producer-only builds turn it off. Default true.
 	CheckRegistered bool `koanf:"check_registered"`

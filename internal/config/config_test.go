@@ -93,7 +93,7 @@ func TestLoadDefaultsWorker(t *testing.T) {
 			Index:           true,
 			Limits:          []string{},
 			Results:         true,
-			Events:          true,
+			Events:          "standard",
 			CheckRegistered: true,
 			MaxRetriesMax:   100,
 			TimeoutMax:      24 * time.Hour,
@@ -198,7 +198,7 @@ tasks:
 				require.Equal(t, "debug", cfg.Log.Level)
 				require.Equal(t, time.Minute, cfg.Tasks.Timeout)
 				require.False(t, cfg.Tasks.Results)
-				require.True(t, cfg.Tasks.Events, "keys absent from the file keep their default")
+				require.Equal(t, "standard", cfg.Tasks.Events, "keys absent from the file keep their default")
 			},
 		},
 		{
@@ -510,6 +510,7 @@ func TestValidate(t *testing.T) {
 		wantErr string // empty = valid
 	}{
 		{name: "defaults are valid", mutate: func(*Config) {}},
+		{name: "tasks.events", mutate: func(c *Config) { c.Tasks.Events = "some" }, wantErr: `config: tasks.events: must be "off", "outcomes", "standard" or "all", got "some"`},
 		{name: "env", mutate: func(c *Config) { c.Env = "staging" }, wantErr: `config: env: must be "dev" or "production", got "staging"`},
 		{name: "data_dir for dev", role: RoleDev, mutate: func(c *Config) { c.DataDir = "" }, wantErr: "config: data_dir:"},
 		{name: "shutdown_timeout zero", mutate: func(c *Config) { c.ShutdownTimeout = 0 }, wantErr: "config: shutdown_timeout: must be a positive duration"},
@@ -813,6 +814,34 @@ func TestErrorsAreJoined(t *testing.T) {
 	var joined interface{ Unwrap() []error }
 	require.True(t, errors.As(err, &joined))
 	require.Len(t, joined.Unwrap(), 2)
+}
+
+// TestEventLevels: tasks.events takes a level, and the booleans it took
+// before levels (from the environment, or a YAML file) still work.
+func TestEventLevels(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ env, file, want string }{
+		{want: "standard"},
+		{env: "outcomes", want: "outcomes"},
+		{env: "true", want: "all"},
+		{env: "false", want: "off"},
+		{file: "tasks:\n  events: true\n", want: "all"},
+		{file: "tasks:\n  events: false\n", want: "off"},
+		{file: "tasks:\n  events: all\n", want: "all"},
+	} {
+		opts := LoadOptions{Environ: []string{}}
+		if tt.env != "" {
+			opts.Environ = []string{"FLOTILLA_TASKS_EVENTS=" + tt.env}
+		}
+		if tt.file != "" {
+			path := filepath.Join(t.TempDir(), "c.yaml")
+			require.NoError(t, os.WriteFile(path, []byte(tt.file), 0o600))
+			opts.File = path
+		}
+		cfg, err := Load(RoleWorker, opts)
+		require.NoError(t, err, "%+v", tt)
+		require.Equal(t, tt.want, cfg.Tasks.Events, "%+v", tt)
+	}
 }
 
 func TestTaskLimits(t *testing.T) {

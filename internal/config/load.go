@@ -130,6 +130,14 @@ func Load(role string, opts LoadOptions) (Config, error) {
 		return Config{}, fmt.Errorf("config: decode: %w", err)
 	}
 	cfg.Role = role
+	// tasks.events was a boolean before it had levels (a YAML boolean
+	// decodes as "1" or "0").
+	switch strings.ToLower(cfg.Tasks.Events) {
+	case "true", "1":
+		cfg.Tasks.Events = "all"
+	case "false", "0":
+		cfg.Tasks.Events = "off"
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, err
 	}
@@ -199,7 +207,7 @@ func defaults(role string) map[string]any {
 		"tasks.index":             true,
 		"tasks.limits":            []string{},
 		"tasks.results":           true,
-		"tasks.events":            true,
+		"tasks.events":            "standard",
 		"tasks.check_registered":  true,
 
 		"web.addr": ":8080",

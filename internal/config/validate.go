@@ -90,6 +90,7 @@ func (c Config) Validate() error {
 	}
 	v.notNegative("tasks.max_retries", int64(c.Tasks.MaxRetries))
 	v.positive("tasks.timeout", c.Tasks.Timeout)
+	v.oneOf("tasks.events", c.Tasks.Events, "off", "outcomes", "standard", "all")
 	v.positive("tasks.timeout_grace", c.Tasks.TimeoutGrace)
 	if c.Tasks.MaxRetriesMax < 1 {
 		v.addf("tasks.max_retries_max", "must be at least 1, got %d", c.Tasks.MaxRetriesMax)

@@ -112,6 +112,8 @@ func newStack(t *testing.T, name string, o stackOpts) *stack {
 		"FLOTILLA_LOG_FORMAT=json",
 		"FLOTILLA_LOG_LEVEL=warn",
 		"FLOTILLA_TASKS_RETRY_BACKOFF=100ms",
+		// The checks count attempts by their started events.
+		"FLOTILLA_TASKS_EVENTS=all",
 		"FLOTILLA_NATS_ACK_WAIT="+o.ackWait.String(),
 		"FLOTILLA_NATS_REPLICAS="+strconv.Itoa(replicas),
 		"FLOTILLA_DATA_DIR="+filepath.Join(s.dir, "var"),

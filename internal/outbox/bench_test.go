@@ -285,7 +285,7 @@ func BenchmarkRelayBacklog(b *testing.B) {
 			for b.Loop() {
 				bn := setup(b)
 				if !states {
-					bn.client = client.New(bn.nc, bn.js, nil, client.Config{Events: true})
+					bn.client = client.New(bn.nc, bn.js, nil, client.Config{Events: wire.EventsAll})
 				}
 				const n = 30_000
 				for range n / 1000 {

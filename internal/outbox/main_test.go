@@ -16,6 +16,7 @@ import (
 	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/outbox"
 	"github.com/flotilla/flotilla/internal/results"
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // Environment of the child process of TestRelaySIGKILLedAfterPublish.
@@ -69,7 +70,7 @@ func child() int {
 	defer rdb.Close()
 	rs := results.New(rdb, results.Config{Prefix: os.Getenv(envChildPrefix), TTL: time.Hour})
 	defer rs.Close()
-	cl := client.New(nc, js, rs, client.Config{Events: true})
+	cl := client.New(nc, js, rs, client.Config{Events: wire.EventsAll})
 	r := outbox.New(outbox.Config{}, pool, js, cl, zerolog.New(os.Stderr))
 	outbox.SetAfterPublish(r, func(context.Context) {
 		if p, err := os.FindProcess(os.Getpid()); err == nil {

@@ -71,7 +71,7 @@ func setup(t testing.TB) *bundle {
 	b.rdb, b.prefix = resultstest.Client(t)
 	b.results = results.New(b.rdb, results.Config{Prefix: b.prefix, TTL: time.Hour})
 	t.Cleanup(b.results.Close)
-	b.client = client.New(b.nc, b.js, b.results, client.Config{Events: true})
+	b.client = client.New(b.nc, b.js, b.results, client.Config{Events: wire.EventsAll})
 	return b
 }
 

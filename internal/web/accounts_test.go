@@ -30,6 +30,7 @@ import (
 	"github.com/flotilla/flotilla/internal/systasks"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/web"
+	"github.com/flotilla/flotilla/internal/wire"
 	"github.com/flotilla/flotilla/internal/workflow"
 )
 
@@ -80,7 +81,7 @@ func newAccounts(t *testing.T) *accounts {
 		Redis: rdb, Prefix: prefix, Idle: 2 * time.Second, Max: time.Hour, Failures: limit,
 		Now: func() time.Time { return time.Unix(a.now.Load(), 0) },
 	}, st, zerolog.Nop())
-	cn := revoke.New(js, rs, jet.NewEvents(nc, true))
+	cn := revoke.New(js, rs, jet.NewEvents(nc, wire.EventsAll))
 	srv := httptest.NewServer(web.New(web.Config{
 		MaxBodyBytes: 1 << 20, Schedules: st, Registry: reg, RequestTimeout: 5 * time.Second,
 		Auth: auth.AuthRequired, Verify: auth.StoreVerifier(st), Sessions: a.sessions, Failures: limit, Audit: st,

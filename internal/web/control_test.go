@@ -14,6 +14,7 @@ import (
 	"github.com/flotilla/flotilla/internal/jet/jettest"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 	"github.com/flotilla/flotilla/internal/worker"
 	"github.com/flotilla/flotilla/internal/workflow"
 )
@@ -25,7 +26,7 @@ func (a *accounts) startWorker(name string) (stop func()) {
 	nc, js := jettest.Connect(t, a.natsURL)
 	eng := workflow.New(a.rs, client.New(nc, js, a.rs, client.Config{Registry: a.reg}), nil)
 	w := worker.New(nc, js, a.reg, a.rs, zerolog.Nop(), worker.Config{
-		Queues: []string{"default"}, Concurrency: 4, Name: name, Events: true, Version: "test",
+		Queues: []string{"default"}, Concurrency: 4, Name: name, Events: wire.EventsAll, Version: "test",
 		ShutdownTimeout: 5 * time.Second, Workflows: eng, Middleware: []task.Middleware{workflow.Middleware(eng)},
 	})
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))

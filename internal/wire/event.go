@@ -33,6 +33,41 @@ const (
 	EventCancelled = "cancelled"
 )
 
+// EventLevel says which lifecycle events are published (tasks.events).
+type EventLevel string
+
+// Event levels, each publishing what the one before it does and more.
+const (
+	// EventsOff publishes none.
+	EventsOff EventLevel = "off"
+	// EventsOutcomes publishes how attempts end: succeeded, failed,
+	// retried, dead, expired, cancelled (what ?wait= and the dead-letter
+	// alerts follow).
+	EventsOutcomes EventLevel = "outcomes"
+	// EventsStandard adds sent, which the dashboard counts as enqueued:
+	// the default.
+	EventsStandard EventLevel = "standard"
+	// EventsAll adds started: every attempt's beginning, one more stored
+	// message per attempt.
+	EventsAll EventLevel = "all"
+)
+
+// EventLevels lists the levels, fewest events first.
+var EventLevels = []EventLevel{EventsOff, EventsOutcomes, EventsStandard, EventsAll}
+
+// Publishes reports whether events of kind go out at level l. An unknown
+// level publishes nothing.
+func (l EventLevel) Publishes(kind string) bool {
+	switch kind {
+	case EventStarted:
+		return l == EventsAll
+	case EventSent:
+		return l == EventsAll || l == EventsStandard
+	default:
+		return l == EventsAll || l == EventsStandard || l == EventsOutcomes
+	}
+}
+
 // EventKinds lists every kind, in lifecycle order.
 var EventKinds = []string{EventSent, EventStarted, EventSucceeded, EventFailed, EventRetried, EventDead, EventExpired, EventCancelled}
 

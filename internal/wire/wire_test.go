@@ -200,3 +200,24 @@ func TestNotifySubjects(t *testing.T) {
 		require.False(t, wire.ValidNotify(bad), bad)
 	}
 }
+
+func TestEventLevels(t *testing.T) {
+	t.Parallel()
+	want := map[wire.EventLevel][]string{
+		wire.EventsOff:      nil,
+		wire.EventsOutcomes: {wire.EventSucceeded, wire.EventFailed, wire.EventRetried, wire.EventDead, wire.EventExpired, wire.EventCancelled},
+		wire.EventsStandard: {wire.EventSent, wire.EventSucceeded, wire.EventFailed, wire.EventRetried, wire.EventDead, wire.EventExpired, wire.EventCancelled},
+		wire.EventsAll:      wire.EventKinds,
+		"":                  nil,
+		"bogus":             nil,
+	}
+	for level, kinds := range want {
+		var got []string
+		for _, k := range wire.EventKinds {
+			if level.Publishes(k) {
+				got = append(got, k)
+			}
+		}
+		require.ElementsMatch(t, kinds, got, "level %q", level)
+	}
+}

@@ -18,7 +18,7 @@ import (
 )
 
 func (b *bundle) canceller() *revoke.Canceller {
-	return revoke.New(b.js, b.store, jet.NewEvents(b.nc, true))
+	return revoke.New(b.js, b.store, jet.NewEvents(b.nc, wire.EventsAll))
 }
 
 func (b *bundle) ran(id string) int64 {

@@ -59,8 +59,9 @@ type Config struct {
 	Backoff, BackoffMax time.Duration
 	// AckWait of the consumers; in-progress acks are sent every AckWait/4.
 	AckWait time.Duration
-	// Events publishes lifecycle events.
-	Events bool
+	// Events is the level of the lifecycle events published; empty =
+	// none.
+	Events wire.EventLevel
 	// Sync serves every registered task for synchronous execution through
 	// the micro service "flotilla" (subjects flotilla.exec.<task>).
 	Sync bool

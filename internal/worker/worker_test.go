@@ -104,7 +104,7 @@ func (b *bundle) cfg() worker.Config {
 	return worker.Config{
 		Queues: []string{"default"}, Concurrency: 16, Name: "test", MaxRetries: 3,
 		Backoff: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
-		AckWait: 30 * time.Second, Events: true, ShutdownTimeout: 10 * time.Second,
+		AckWait: 30 * time.Second, Events: wire.EventsAll, ShutdownTimeout: 10 * time.Second,
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/flotilla/flotilla/internal/results/resultstest"
 	"github.com/flotilla/flotilla/internal/systasks"
 	"github.com/flotilla/flotilla/internal/task"
+	"github.com/flotilla/flotilla/internal/wire"
 	"github.com/flotilla/flotilla/internal/worker"
 	"github.com/flotilla/flotilla/internal/workflow"
 )
@@ -105,7 +106,7 @@ func (e *env) start(t *testing.T, name string, concurrency int) (stop func(), nc
 	cfg := worker.Config{
 		Queues: []string{"default"}, Concurrency: concurrency, Name: name, MaxRetries: 3,
 		Backoff: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
-		AckWait: 2 * time.Second, Events: true, ShutdownTimeout: 10 * time.Second,
+		AckWait: 2 * time.Second, Events: wire.EventsAll, ShutdownTimeout: 10 * time.Second,
 		Workflows: eng, Middleware: []task.Middleware{workflow.Middleware(eng)},
 	}
 	w := worker.New(nc, js, e.reg, e.store, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel), cfg)
