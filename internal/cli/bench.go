@@ -54,6 +54,7 @@ drain-results, roundtrip, http.`,
 	f.IntVar(&cfg.ArgsBytes, "args-bytes", 64, "size of each task's JSON args")
 	f.StringSliceVar(&cfg.Phases, "phases", nil, "phases to run (default all)")
 	cmd.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) of the run to this file")
+	f.IntVar(&cfg.Cluster, "cluster", 1, "run this many embedded servers as a cluster, every stream at that many replicas (without --server)")
 	var sync string
 	f.StringVar(&sync, "sync", "", `"always": the embedded servers fsync every write (sync_interval: always)`)
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
