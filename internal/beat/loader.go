@@ -342,6 +342,12 @@ func (l *loader) changed(ctx context.Context) {
 	}
 	l.s.dbOK()
 	l.since = readAt
+	// The loop takes a page in at once, under its lock: a bulk change
+	// goes to it a PageSize at a time, so that fires go out between.
+	for len(rows) > l.s.cfg.PageSize {
+		l.send(ctx, page{rows: rows[:l.s.cfg.PageSize], readAt: readAt})
+		rows = rows[l.s.cfg.PageSize:]
+	}
 	l.send(ctx, page{rows: rows, readAt: readAt})
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flotilla/flotilla/internal/wire"
 )
 
 // The task index (unless Config.NoIndex) lives beside the states: sorted sets of
@@ -43,6 +45,43 @@ type Attempt struct {
 	// Traceback is the goroutine stack of a handler that panicked (at
 	// most MaxTraceback bytes).
 	Traceback string `json:"traceback,omitempty"`
+}
+
+// appendJSON appends a's JSON encoding (the bytes encoding/json writes)
+// without reflection: every finished attempt writes one.
+func (a *Attempt) appendJSON(b []byte) []byte {
+	b = append(b, `{"attempt":`...)
+	b = strconv.AppendInt(b, int64(a.Attempt), 10)
+	b = append(b, `,"worker":`...)
+	b = wire.AppendJSONString(b, a.Worker)
+	b = append(b, `,"started_at":"`...)
+	b = a.StartedAt.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","finished_at":"`...)
+	b = a.FinishedAt.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","outcome":`...)
+	b = wire.AppendJSONString(b, a.Outcome)
+	for _, f := range [...]struct{ k, v string }{
+		{`,"error":`, a.Error}, {`,"error_type":`, a.ErrorType}, {`,"traceback":`, a.Traceback},
+	} {
+		if f.v != "" {
+			b = append(b, f.k...)
+			b = wire.AppendJSONString(b, f.v)
+		}
+	}
+	return append(b, '}')
+}
+
+// historyField is the hash field of an attempt that finished at t:
+// h.<Unix ns, 20 digits>, so that the fields sort by time.
+func historyField(t time.Time) string {
+	var b [22]byte
+	b[0], b[1] = 'h', '.'
+	n := t.UnixNano()
+	for i := 21; i >= 2; i-- {
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[:])
 }
 
 // MaxTraceback bounds [Attempt.Traceback].

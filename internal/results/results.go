@@ -187,8 +187,7 @@ func (s *Store) newOp(id string, u Update, done chan error) *op {
 	if u.Attempt != nil && s.index {
 		// History entries are fields h.<finish time> of the hash: no key
 		// or command of their own.
-		b, _ := json.Marshal(u.Attempt)
-		o.fields = append(o.fields, fmt.Sprintf("h.%020d", u.Attempt.FinishedAt.UnixNano()), string(b))
+		o.fields = append(o.fields, historyField(u.Attempt.FinishedAt), string(u.Attempt.appendJSON(make([]byte, 0, 256))))
 	}
 	return o
 }
@@ -328,14 +327,24 @@ func (s *Store) direct(ctx context.Context, o *op) error { return s.write(ctx, [
 // become one HSET of their fields in order, so later ones win, exactly as
 // separate writes would have left the hash.
 func (s *Store) write(ctx context.Context, ops []*op) error {
-	keys := make([]string, 0, len(ops))
-	merged := make(map[string]*op, len(ops))
+	all := make([]*op, 0, len(ops)) // one op a key, in first-write order
+	at := make(map[string]int, len(ops))
+	var copied []bool // all[i] is a merge of its own, not a caller's op
 	for _, o := range ops {
-		m, seen := merged[o.key]
+		i, seen := at[o.key]
 		if !seen {
-			keys = append(keys, o.key)
-			m = &op{key: o.key, id: o.id}
-			merged[o.key] = m
+			at[o.key] = len(all)
+			all = append(all, o)
+			continue
+		}
+		if copied == nil {
+			copied = make([]bool, len(ops))
+		}
+		m := all[i]
+		if !copied[i] {
+			c := *m
+			c.fields = append(make([]any, 0, len(m.fields)+len(o.fields)), m.fields...)
+			m, all[i], copied[i] = &c, &c, true
 		}
 		for _, kv := range [][2]*string{{&m.task, &o.task}, {&m.queue, &o.queue}, {&m.state, &o.state}} {
 			if *kv[1] != "" {
@@ -352,10 +361,6 @@ func (s *Store) write(ctx context.Context, ops []*op) error {
 		}
 	}
 	if s.index {
-		all := make([]*op, len(keys))
-		for i, k := range keys {
-			all[i] = merged[k]
-		}
 		// One transaction: the states and the index move together.
 		pipe := s.rdb.TxPipeline()
 		s.indexedSet(ctx, pipe, all)
@@ -365,12 +370,12 @@ func (s *Store) write(ctx context.Context, ops []*op) error {
 		return nil
 	}
 	pipe := s.rdb.Pipeline()
-	for _, k := range keys {
-		pipe.HSet(ctx, k, merged[k].fields...)
-		if m := merged[k]; m.stateNX {
-			pipe.HSetNX(ctx, k, "state", m.state)
+	for _, m := range all {
+		pipe.HSet(ctx, m.key, m.fields...)
+		if m.stateNX {
+			pipe.HSetNX(ctx, m.key, "state", m.state)
 		}
-		pipe.Expire(ctx, k, s.ttl)
+		pipe.Expire(ctx, m.key, s.ttl)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return unavailable("record task state", err)

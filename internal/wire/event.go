@@ -111,13 +111,13 @@ func (e *Event) Subject() string { return EventSubject(e.Kind, SafeQueue(e.Queue
 // several times per task).
 func (e *Event) AppendJSON(b []byte) []byte {
 	b = append(b, `{"kind":`...)
-	b = appendString(b, e.Kind)
+	b = AppendJSONString(b, e.Kind)
 	b = append(b, `,"id":`...)
-	b = appendString(b, e.ID)
+	b = AppendJSONString(b, e.ID)
 	b = append(b, `,"task":`...)
-	b = appendString(b, e.Task)
+	b = AppendJSONString(b, e.Task)
 	b = append(b, `,"queue":`...)
-	b = appendString(b, e.Queue)
+	b = AppendJSONString(b, e.Queue)
 	b = append(b, `,"time":"`...)
 	b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, '"')
@@ -130,7 +130,7 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	} {
 		if f.v != "" {
 			b = append(b, f.k...)
-			b = appendString(b, f.v)
+			b = AppendJSONString(b, f.v)
 		}
 	}
 	if e.RuntimeS != 0 {
@@ -153,10 +153,10 @@ func DecodeEvent(data []byte) (Event, error) {
 	return e, nil
 }
 
-// appendString appends s as a JSON string; plain ASCII without quotes,
-// backslashes or control characters (names, ids) is copied as is, anything
-// else goes through encoding/json.
-func appendString(b []byte, s string) []byte {
+// AppendJSONString appends s as a JSON string, as encoding/json writes
+// it; plain ASCII without quotes, backslashes, control or HTML characters
+// (names, ids) is copied as is, anything else goes through encoding/json.
+func AppendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' || c >= utf8.RuneSelf {
 			q, _ := json.Marshal(s)
