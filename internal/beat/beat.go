@@ -484,14 +484,17 @@ func (s *Scheduler) catchUpLocked(i int32, now time.Time, fires []fire) []fire {
 	return fires
 }
 
-// due takes every tick that is due off the heap, as long as the lease holds.
+// due takes the ticks that are due off the heap, as long as the lease
+// holds: at most MaxPending at a time, so that a leader that falls behind
+// (its servers slower than its schedules) keeps a bounded backlog in
+// memory — the rest stay in the heap, and the loop comes back at once.
 func (s *Scheduler) due() []fire {
 	nowNs := s.cfg.Now().UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t := s.t
 	var fires []fire
-	for {
+	for len(fires) < s.cfg.MaxPending {
 		i, ok := t.top()
 		if !ok || t.rows[i].next > nowNs {
 			break
