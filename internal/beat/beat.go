@@ -33,9 +33,10 @@ type Store interface {
 	// ScheduleListPage returns up to limit schedules whose names sort
 	// after after, in name order.
 	ScheduleListPage(ctx context.Context, after string, limit int) ([]schedule.Schedule, error)
-	// ScheduleListChanged returns the schedules whose definition changed
-	// at or after since.
-	ScheduleListChanged(ctx context.Context, since time.Time) ([]schedule.Schedule, error)
+	// ScheduleListChanged returns up to limit schedules whose definition
+	// changed at or after since and whose names sort after after, in name
+	// order.
+	ScheduleListChanged(ctx context.Context, since time.Time, after string, limit int) ([]schedule.Schedule, error)
 	// ScheduleListVersions returns up to limit enabled schedules' names
 	// and definition times whose names sort after after, in name order.
 	ScheduleListVersions(ctx context.Context, after string, limit int) ([]schedule.Version, error)
@@ -103,7 +104,8 @@ type Config struct {
 	Observe func(name string, due, acked time.Time, err error)
 	// Loaded, when set, is called after each full read of the schedules
 	// with its kind ("load", "catch-up" or "check"), start, end and the
-	// number of schedules read; the benchmark reports it.
+	// number of schedules read, and after each re-read of changed ones
+	// that found some ("changed"); the benchmark reports it.
 	Loaded func(kind string, start, end time.Time, n int)
 	// Metrics registers beat's metrics; nil = a private registry.
 	Metrics prometheus.Registerer

@@ -502,9 +502,10 @@ func (deaf) ScheduleListen(ctx context.Context, fn func(string)) error {
 }
 
 // TestPagesAndSafetyNets: a leader loads its schedules in pages of 3 and
-// fires them all; with every notification lost, a new schedule and a
-// disabled one are picked up by the re-read of changed schedules, and a
-// deleted one (which changes no updated_at) by the check of everything.
+// fires them all; with every notification lost, new schedules and a
+// disabled one are picked up by the re-read of changed schedules (in pages
+// of 3 as well), and a deleted one (which changes no updated_at) by the
+// check of everything.
 func TestPagesAndSafetyNets(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -536,18 +537,25 @@ func TestPagesAndSafetyNets(t *testing.T) {
 	require.Equal(t, 10, reads["catch-up"], "the catch-up load read all ten")
 	mu.Unlock()
 
-	b.create(t, schedule.Schedule{Name: "late", Task: "sys.ping", Interval: schedule.Duration(time.Second)})
+	for _, name := range []string{"late", "late2", "late3"} {
+		b.create(t, schedule.Schedule{Name: name, Task: "sys.ping", Interval: schedule.Duration(time.Second)})
+	}
 	_, err := b.st.ScheduleSetEnabled(t.Context(), "p01", false)
 	require.NoError(t, err)
 	require.NoError(t, b.st.ScheduleDelete(t.Context(), "p02"))
 	changedAt := time.Now().Unix()
-	require.Eventually(t, func() bool { return len(b.firesOf(t, "late")) >= 2 }, 10*time.Second, 100*time.Millisecond, "a new schedule without its notification fires")
+	require.Eventually(t, func() bool { return len(b.firesOf(t, "late3")) >= 2 }, 10*time.Second, 100*time.Millisecond, "a new schedule without its notification fires")
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return reads["changed"] == 4 // late, late2, late3 and p01: two pages
+	}, 10*time.Second, 100*time.Millisecond)
 	// Give the check (every 2 s) time to run, then no fire of either may
 	// come after a second or two of slack.
 	require.Eventually(t, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return reads["check"] == 9 // p00..p09 without p01 and p02, with late
+		return reads["check"] == 11 // p00..p09 without p01 and p02, with late, late2, late3
 	}, 10*time.Second, 100*time.Millisecond)
 	waitUntil(time.Now().Add(3 * time.Second))
 	stopAt := time.Now().Unix()

@@ -306,10 +306,11 @@ func (l *loader) load(ctx context.Context, term uint64) bool {
 	return false
 }
 
-// loaded reports a full read that ended.
+// loaded reports a read that ended: a full one, or a re-read of changed
+// schedules that found some.
 func (l *loader) loaded(kind string, start time.Time, n int) {
 	done := time.Now()
-	l.s.log.Debug().Str("kind", kind).Int("schedules", n).Dur("took", done.Sub(start)).Msg("read every schedule")
+	l.s.log.Debug().Str("kind", kind).Int("schedules", n).Dur("took", done.Sub(start)).Msg("read schedules")
 	if l.s.cfg.Loaded != nil {
 		l.s.cfg.Loaded(kind, start, done, n)
 	}
@@ -333,22 +334,32 @@ func (l *loader) changed(ctx context.Context) {
 		return // the first full load has not ended
 	}
 	readAt := time.Now()
-	rows, err := l.s.store.ScheduleListChanged(ctx, l.since.Add(-changedMargin))
-	if err != nil {
-		if ctx.Err() == nil {
-			l.s.dbError(err, "load changed schedules")
+	// A page at a time, so that a bulk change of every schedule costs a
+	// page of memory, not a table, and fires go out between pages (the
+	// loop takes a page in at once, under its lock).
+	after, n := "", 0
+	for {
+		rows, err := l.s.store.ScheduleListChanged(ctx, l.since.Add(-changedMargin), after, l.s.cfg.PageSize)
+		if err != nil {
+			if ctx.Err() == nil {
+				l.s.dbError(err, "load changed schedules")
+			}
+			return // since stays: the next re-read covers this one
 		}
-		return
+		l.s.dbOK()
+		if len(rows) > 0 {
+			l.send(ctx, page{rows: rows, readAt: readAt})
+			after = rows[len(rows)-1].Name
+			n += len(rows)
+		}
+		if len(rows) < l.s.cfg.PageSize || ctx.Err() != nil {
+			break
+		}
 	}
-	l.s.dbOK()
 	l.since = readAt
-	// The loop takes a page in at once, under its lock: a bulk change
-	// goes to it a PageSize at a time, so that fires go out between.
-	for len(rows) > l.s.cfg.PageSize {
-		l.send(ctx, page{rows: rows[:l.s.cfg.PageSize], readAt: readAt})
-		rows = rows[l.s.cfg.PageSize:]
+	if n > 0 {
+		l.loaded("changed", readAt, n)
 	}
-	l.send(ctx, page{rows: rows, readAt: readAt})
 }
 
 func (l *loader) send(ctx context.Context, pg page) {

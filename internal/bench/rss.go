@@ -17,6 +17,10 @@ func rssMiB() float64 { return ProcRSSMiB("self") }
 // peakRSSMiB reads this process's peak resident set size (VmHWM).
 func peakRSSMiB() float64 { return procStatusMiB("self", "VmHWM:") }
 
+// resetPeakRSS makes VmHWM start again from the current RSS (Linux
+// clear_refs 5); it does nothing where that is not possible.
+func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
 // ProcRSSMiB returns the VmRSS of /proc/<pid>/status in MiB, 0 if unknown.
 func ProcRSSMiB(pid string) float64 { return procStatusMiB(pid, "VmRSS:") }
 

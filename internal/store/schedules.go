@@ -54,10 +54,11 @@ func (s *Store) ScheduleListVersions(ctx context.Context, after string, limit in
 	return out, nil
 }
 
-// ScheduleListChanged returns the schedules whose definition changed at or
-// after since (bookkeeping aside), in name order.
-func (s *Store) ScheduleListChanged(ctx context.Context, since time.Time) ([]schedule.Schedule, error) {
-	rows, err := s.q.ScheduleListChanged(ctx, s.pool, since)
+// ScheduleListChanged returns up to limit schedules whose definition
+// changed at or after since (bookkeeping aside) and whose names sort after
+// after ("" for the first page), in name order.
+func (s *Store) ScheduleListChanged(ctx context.Context, since time.Time, after string, limit int) ([]schedule.Schedule, error) {
+	rows, err := s.q.ScheduleListChanged(ctx, s.pool, dbsqlc.ScheduleListChangedParams{Since: since, After: after, Lim: int32(min(limit, math.MaxInt32))})
 	if err != nil {
 		return nil, fmt.Errorf("list changed schedules: %w", interpretError(err))
 	}

@@ -122,12 +122,14 @@ WHERE s.name > @after ORDER BY s.name LIMIT @lim;
 SELECT name, updated_at FROM schedules
 WHERE name > @after AND enabled ORDER BY name LIMIT @lim;
 
--- ScheduleListChanged returns the schedules whose definition changed at
--- or after since (updated_at moves on every change but bookkeeping).
+-- ScheduleListChanged is one page of the schedules whose definition
+-- changed at or after since (updated_at moves on every change but
+-- bookkeeping) and whose names sort after after, in name order: a bulk
+-- change of a million rows is re-read a page at a time.
 -- name: ScheduleListChanged :many
 SELECT sqlc.embed(s), r.last_run_at, r.run_count
-FROM schedules AS s LEFT JOIN schedule_runs AS r ON r.name = s.name
-WHERE s.updated_at >= @since ORDER BY s.name;
+FROM schedules AS s LEFT JOIN schedule_runs AS r ON r.name = s.name AND r.name > @after
+WHERE s.updated_at >= @since AND s.name > @after ORDER BY s.name LIMIT @lim;
 
 -- ScheduleListNamed returns the schedules among names that exist.
 -- name: ScheduleListNamed :many

@@ -207,9 +207,15 @@ func (q *Queries) ScheduleList(ctx context.Context, db DBTX) ([]ScheduleListRow,
 
 const scheduleListChanged = `-- name: ScheduleListChanged :many
 SELECT s.name, s.task, s.queue, s.args, s.cron, s.timezone, s.interval, s.start_at, s.expires_at, s.enabled, s.one_off, s.spread, s.misfire, s.catch_up_max, s.description, s.source, s.created_at, s.updated_at, r.last_run_at, r.run_count
-FROM schedules AS s LEFT JOIN schedule_runs AS r ON r.name = s.name
-WHERE s.updated_at >= $1 ORDER BY s.name
+FROM schedules AS s LEFT JOIN schedule_runs AS r ON r.name = s.name AND r.name > $1
+WHERE s.updated_at >= $2 AND s.name > $1 ORDER BY s.name LIMIT $3
 `
+
+type ScheduleListChangedParams struct {
+	After string
+	Since time.Time
+	Lim   int32
+}
 
 type ScheduleListChangedRow struct {
 	Schedule  Schedule
@@ -217,10 +223,12 @@ type ScheduleListChangedRow struct {
 	RunCount  *int64
 }
 
-// ScheduleListChanged returns the schedules whose definition changed at
-// or after since (updated_at moves on every change but bookkeeping).
-func (q *Queries) ScheduleListChanged(ctx context.Context, db DBTX, since time.Time) ([]ScheduleListChangedRow, error) {
-	rows, err := db.Query(ctx, scheduleListChanged, since)
+// ScheduleListChanged is one page of the schedules whose definition
+// changed at or after since (updated_at moves on every change but
+// bookkeeping) and whose names sort after after, in name order: a bulk
+// change of a million rows is re-read a page at a time.
+func (q *Queries) ScheduleListChanged(ctx context.Context, db DBTX, arg ScheduleListChangedParams) ([]ScheduleListChangedRow, error) {
+	rows, err := db.Query(ctx, scheduleListChanged, arg.After, arg.Since, arg.Lim)
 	if err != nil {
 		return nil, err
 	}
