@@ -195,7 +195,13 @@ func TestCallerDeadline(t *testing.T) {
 	}), env(), zerolog.Nop(), nil)
 	require.True(t, ok)
 	require.Equal(t, task.ErrorTypeTimeout, o.ErrorType)
-	require.Contains(t, o.Err.Error(), "timed out after 50ms")
+	// What was left of the caller's 50 ms when the attempt started.
+	var te *attempt.TimeoutError
+	require.ErrorAs(t, o.Err, &te)
+	after := te.After
+	require.Greater(t, after, time.Duration(0))
+	require.LessOrEqual(t, after, 50*time.Millisecond)
+	require.Contains(t, o.Err.Error(), "timed out after "+after.String())
 
 	ctx, cancel = context.WithCancel(t.Context())
 	time.AfterFunc(20*time.Millisecond, cancel)
