@@ -386,31 +386,28 @@ func TestScheduleReadsForBeat(t *testing.T) {
 	require.Equal(t, int64(2), named[0].RunCount)
 
 	mark := time.Now()
-	changed, err := b.store.ScheduleListChanged(ctx, mark, "", 100)
-	require.NoError(t, err)
-	require.Empty(t, changed)
+	changedNames := func(after string, limit int) []string {
+		t.Helper()
+		changed, err := b.store.ScheduleListChanged(ctx, mark, after, limit)
+		require.NoError(t, err)
+		names := []string{}
+		for _, sc := range changed {
+			names = append(names, sc.Name)
+		}
+		return names
+	}
+	require.Empty(t, changedNames("", 100))
 	// Bookkeeping is not a change of definition; an edit is.
 	require.NoError(t, b.store.ScheduleRecordRuns(ctx, []schedule.Run{{Name: "p-1", FiredAt: time.Now(), Count: 1}}))
 	_, err = b.store.ScheduleSetEnabled(ctx, "p-6", false)
 	require.NoError(t, err)
-	changed, err = b.store.ScheduleListChanged(ctx, mark, "", 100)
-	require.NoError(t, err)
-	require.Len(t, changed, 1)
-	require.Equal(t, "p-6", changed[0].Name)
+	require.Equal(t, []string{"p-6"}, changedNames("", 100))
 	// Pages: after bounds the names, limit the count.
 	_, err = b.store.ScheduleSetEnabled(ctx, "p-2", false)
 	require.NoError(t, err)
-	changed, err = b.store.ScheduleListChanged(ctx, mark, "", 1)
-	require.NoError(t, err)
-	require.Len(t, changed, 1)
-	require.Equal(t, "p-2", changed[0].Name)
-	changed, err = b.store.ScheduleListChanged(ctx, mark, "p-2", 1)
-	require.NoError(t, err)
-	require.Len(t, changed, 1)
-	require.Equal(t, "p-6", changed[0].Name)
-	changed, err = b.store.ScheduleListChanged(ctx, mark, "p-6", 1)
-	require.NoError(t, err)
-	require.Empty(t, changed)
+	require.Equal(t, []string{"p-2"}, changedNames("", 1))
+	require.Equal(t, []string{"p-6"}, changedNames("p-2", 1))
+	require.Empty(t, changedNames("p-6", 1))
 }
 
 // TestMigrateKeepsBookkeeping: bookkeeping written before migration 5
