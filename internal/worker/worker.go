@@ -36,10 +36,13 @@ import (
 type Config struct {
 	// Queues to consume; each needs its consumer q-<queue> on TASKS.
 	Queues []string
-	// Concurrency is the number of handlers in flight per queue.
+	// Concurrency is the number of handlers running at once per queue. A
+	// task whose handler returned waits for its final state to be recorded
+	// without holding one: up to FinishFactor × Concurrency tasks per queue
+	// are running or finishing.
 	Concurrency int
-	// Prefetch is how many tasks per queue a worker pulls ahead, running or
-	// waiting for a handler; waiting ones get in-progress acks. Default
+	// Prefetch is how many tasks per queue a worker pulls ahead, waiting
+	// for a handler; waiting ones get in-progress acks. Default
 	// max(Concurrency, 256): pulling in large batches is what makes a
 	// JetStream consumer fast.
 	Prefetch int
@@ -154,12 +157,31 @@ func New(nc *nats.Conn, js jetstream.JetStream, reg *task.Registry, store *resul
 }
 
 // queueRunner consumes one queue: its durable consumer feeds an inbox that
-// Concurrency handler goroutines take tasks from.
+// FinishFactor×Concurrency slot goroutines take tasks from. A slot takes
+// one of Concurrency handler tokens before it takes a task, and gives it
+// back when the handler returned, before it records the outcome and acks:
+// a slot waiting for a token holds no task.
 type queueRunner struct {
 	queue    string
 	consumer jetstream.Consumer
 	in       *inbox
 	cc       jetstream.ConsumeContext
+	tokens   chan struct{} // a free handler slot each; Concurrency of them
+}
+
+// FinishFactor is how many tasks per handler slot a queue may hold at
+// once: running, or ran and waiting for their final state to be recorded
+// and acked. Recording waits for a Redis round trip (group-committed with
+// other tasks' writes); a slot that waited for it with its token would
+// leave handlers idle for that time.
+const FinishFactor = 4
+
+// handler takes a handler token, waiting for one; release gives it back
+// and may be called more than once.
+func (q *queueRunner) handler() (release func()) {
+	q.tokens <- struct{}{}
+	var once sync.Once
+	return func() { once.Do(func() { <-q.tokens }) }
 }
 
 // slot starts one handler goroutine (tracked by handlers) taking tasks from
@@ -170,8 +192,10 @@ func (q *queueRunner) slot(w *Worker, workCtx context.Context, handlers *sync.Wa
 	handlers.Add(1)
 	go func() {
 		for {
+			release := q.handler()
 			m, ok := q.in.get()
 			if !ok {
+				release()
 				handlers.Done()
 				return
 			}
@@ -179,7 +203,7 @@ func (q *queueRunner) slot(w *Worker, workCtx context.Context, handlers *sync.Wa
 				q.slot(w, workCtx, handlers) // Add before Done: the count never touches zero
 				handlers.Done()
 			}
-			if !w.process(workCtx, m, replaced) {
+			if !w.process(workCtx, m, release, replaced) {
 				return // abandoned: replaced took over this slot's count
 			}
 		}
@@ -197,7 +221,7 @@ const PullExpiry = 3 * time.Second
 // start launches the handlers (tracked by handlers) and the consumer.
 // Tasks that arrive once stopping is closed are NAKed at once.
 func (q *queueRunner) start(w *Worker, workCtx context.Context, stopping <-chan struct{}, handlers *sync.WaitGroup) error {
-	for range w.cfg.Concurrency {
+	for range FinishFactor * w.cfg.Concurrency {
 		q.slot(w, workCtx, handlers)
 	}
 	cc, err := q.consumer.Consume(func(m jetstream.Msg) {
@@ -255,7 +279,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("consumer %s of queue %s: %w (run `flotilla streams apply` or start the worker with streams applied)", wire.ConsumerName(q), q, err)
 		}
-		queues = append(queues, &queueRunner{queue: q, consumer: c, in: newInbox(w.cfg.Prefetch)})
+		queues = append(queues, &queueRunner{queue: q, consumer: c, in: newInbox(w.cfg.Prefetch), tokens: make(chan struct{}, w.cfg.Concurrency)})
 	}
 
 	// Handler contexts come from a work context that outlives ctx so that
@@ -372,11 +396,14 @@ type delivery struct {
 	ran *attempt.Outcome
 }
 
-// process handles one delivery. It returns false when the handler was
-// abandoned (see attempt.Runner.Run): the attempt was then finished and
-// replaced called from the abandonment, and the calling goroutine, back at
-// last, must stop.
-func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) bool {
+// process handles one delivery, holding the handler token that release
+// gives back: it does so once the handler returned (or was abandoned),
+// before the final state is recorded and the delivery acked. It returns
+// false when the handler was abandoned (see attempt.Runner.Run): the
+// attempt was then finished and replaced called from the abandonment, and
+// the calling goroutine, back at last, must stop.
+func (w *Worker) process(ctx context.Context, m jetstream.Msg, release, replaced func()) bool {
+	defer release()
 	n := 1
 	if meta, err := m.Metadata(); err == nil {
 		n = int(meta.NumDelivered)
@@ -438,6 +465,7 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) 
 		return true
 	}
 	if w.cancels.Has(env.ID) {
+		release()
 		w.cancelled(ctx, d, attempt.Outcome{})
 		return true
 	}
@@ -458,6 +486,7 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) 
 	}
 	o, ok := w.runner.Run(rctx, def, env, d.log, func(o attempt.Outcome) {
 		w.running.remove(rn, true)
+		release() // the hung handler no longer counts
 		w.fail(ctx, d, o)
 		progress.Stop()
 		replaced()
@@ -465,6 +494,7 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, replaced func()) 
 	if !ok {
 		return false
 	}
+	release()
 	w.running.remove(rn, o.Err != nil)
 	if o.Err == nil {
 		w.succeed(ctx, d, o)
