@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -159,8 +160,9 @@ func New(nc *nats.Conn, js jetstream.JetStream, reg *task.Registry, store *resul
 // queueRunner consumes one queue: its durable consumer feeds an inbox that
 // FinishFactor×Concurrency slot goroutines take tasks from. A slot takes
 // one of Concurrency handler tokens before it takes a task, and gives it
-// back when the handler returned, before it records the outcome and acks:
-// a slot waiting for a token holds no task.
+// back when the handler returned and its outcome is to be recorded in
+// Redis, before that round trip and the ack: a slot waiting for a token
+// holds no task.
 type queueRunner struct {
 	queue    string
 	consumer jetstream.Consumer
@@ -176,26 +178,43 @@ type queueRunner struct {
 // leave handlers idle for that time.
 const FinishFactor = 4
 
-// handler takes a handler token, waiting for one; release gives it back
-// and may be called more than once.
-func (q *queueRunner) handler() (release func()) {
-	q.tokens <- struct{}{}
-	var once sync.Once
-	return func() { once.Do(func() { <-q.tokens }) }
+// token is a slot's claim on one of its queue's handler tokens.
+type token struct {
+	q    *queueRunner
+	held atomic.Bool
+}
+
+// take waits for a handler token unless the slot holds one already.
+func (t *token) take() {
+	if !t.held.Load() {
+		t.q.tokens <- struct{}{}
+		t.held.Store(true)
+	}
+}
+
+// give hands the token back if the slot holds it; the abandonment of a
+// hung handler calls it from a goroutine of its own.
+func (t *token) give() {
+	if t.held.CompareAndSwap(true, false) {
+		<-t.q.tokens
+	}
 }
 
 // slot starts one handler goroutine (tracked by handlers) taking tasks from
 // the inbox until it closes. A goroutine whose handler is abandoned stops
 // being a slot: the abandonment starts a new slot in its place and releases
-// the old one's count, so shutdown does not wait for a hung handler.
+// the old one's count, so shutdown does not wait for a hung handler. A
+// slot keeps its token from one task to the next unless it gave it back
+// to wait for Redis: handing it over costs a goroutine switch.
 func (q *queueRunner) slot(w *Worker, workCtx context.Context, handlers *sync.WaitGroup) {
 	handlers.Add(1)
 	go func() {
+		tok := &token{q: q}
 		for {
-			release := q.handler()
+			tok.take()
 			m, ok := q.in.get()
 			if !ok {
-				release()
+				tok.give()
 				handlers.Done()
 				return
 			}
@@ -203,7 +222,7 @@ func (q *queueRunner) slot(w *Worker, workCtx context.Context, handlers *sync.Wa
 				q.slot(w, workCtx, handlers) // Add before Done: the count never touches zero
 				handlers.Done()
 			}
-			if !w.process(workCtx, m, release, replaced) {
+			if !w.process(workCtx, m, tok.give, replaced) {
 				return // abandoned: replaced took over this slot's count
 			}
 		}
@@ -396,14 +415,14 @@ type delivery struct {
 	ran *attempt.Outcome
 }
 
-// process handles one delivery, holding the handler token that release
-// gives back: it does so once the handler returned (or was abandoned),
-// before the final state is recorded and the delivery acked. It returns
+// process handles one delivery, holding a handler token that release
+// gives back: it does so when the handler was abandoned, and when it
+// returned and the final state is to be recorded in Redis — before that
+// round trip and the ack. It returns
 // false when the handler was abandoned (see attempt.Runner.Run): the
 // attempt was then finished and replaced called from the abandonment, and
 // the calling goroutine, back at last, must stop.
 func (w *Worker) process(ctx context.Context, m jetstream.Msg, release, replaced func()) bool {
-	defer release()
 	n := 1
 	if meta, err := m.Metadata(); err == nil {
 		n = int(meta.NumDelivered)
@@ -494,7 +513,9 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg, release, replaced
 	if !ok {
 		return false
 	}
-	release()
+	if d.record {
+		release()
+	}
 	w.running.remove(rn, o.Err != nil)
 	if o.Err == nil {
 		w.succeed(ctx, d, o)
