@@ -4,13 +4,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/flotilla/flotilla/internal/client"
+	"github.com/flotilla/flotilla/internal/results"
+	"github.com/flotilla/flotilla/internal/results/resultstest"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/wire"
 )
@@ -153,4 +158,44 @@ func scanKeys(t *testing.T, b *bundle, pattern string) []string {
 	}
 	require.NoError(t, it.Err())
 	return keys
+}
+
+// TestEnqueueBatchRedisDown: the batch's messages go to the server while
+// Redis records the PENDING states, and the commit waits for Redis. With
+// Redis (the test's own) paused, every batch fails as unavailable and
+// stores nothing, and each is aborted at once rather than left open for
+// the server's 10 s: after 80 such batches within a few seconds (the
+// server keeps at most 50 open per stream) a batch through a working
+// Redis is stored.
+func TestEnqueueBatchRedisDown(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	own, pid := resultstest.Own(t)
+	// No retries, a short read timeout: a paused Redis fails fast.
+	rdb := redis.NewClient(&redis.Options{Addr: own.Options().Addr, MaxRetries: -1, ReadTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { _ = rdb.Close() })
+	down := results.New(rdb, results.Config{Prefix: "batchdown", TTL: time.Hour})
+	t.Cleanup(down.Close)
+	cl := client.New(b.nc, b.js, down, client.Config{})
+	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+
+	for wave := 0; wave < 4; wave++ {
+		var wg sync.WaitGroup
+		errs := make([]error, 20)
+		for i := range errs {
+			wg.Go(func() {
+				_, errs[i] = cl.EnqueueBatch(t.Context(), pings(10))
+			})
+		}
+		wg.Wait()
+		for _, err := range errs {
+			require.ErrorIs(t, err, results.ErrUnavailable)
+		}
+	}
+	require.Zero(t, b.streamMsgs(t, wire.StreamTasks), "a batch whose states Redis did not take stores nothing")
+
+	res, err := b.client.EnqueueBatch(t.Context(), pings(10))
+	require.NoError(t, err, "the failed batches were left open on the server")
+	require.Len(t, res, 10)
+	require.EqualValues(t, 10, b.streamMsgs(t, wire.StreamTasks))
 }

@@ -4,44 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"os/exec"
-	"strconv"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/results"
+	"github.com/flotilla/flotilla/internal/results/resultstest"
 	"github.com/flotilla/flotilla/internal/task"
 	"github.com/flotilla/flotilla/internal/worker"
 )
-
-// ownRedis starts a redis-server of the test's own on a free loopback port
-// (so that the test can pause it) and returns its client and PID.
-func ownRedis(t *testing.T) (*redis.Client, int) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := l.Addr().(*net.TCPAddr).Port
-	require.NoError(t, l.Close())
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), ReadTimeout: 500 * time.Millisecond})
-	t.Cleanup(func() { _ = rdb.Close() })
-	require.Eventually(t, func() bool { return rdb.Ping(t.Context()).Err() == nil }, 10*time.Second, 20*time.Millisecond)
-	return rdb, cmd.Process.Pid
-}
 
 // TestFinishingFreesTheHandlerSlot: a task that ran and waits for Redis to
 // record its final state gives its handler slot to the next task, so
@@ -52,7 +27,7 @@ func ownRedis(t *testing.T) (*redis.Client, int) {
 func TestFinishingFreesTheHandlerSlot(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{})
-	rdb, pid := ownRedis(t)
+	rdb, pid := resultstest.Own(t)
 	b.store = results.New(rdb, results.Config{Prefix: "finish", TTL: time.Hour})
 	t.Cleanup(b.store.Close)
 	b.cl = client.New(b.nc, b.js, b.store, client.Config{Registry: b.reg, CheckRegistered: true})

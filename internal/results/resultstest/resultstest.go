@@ -6,7 +6,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"net"
 	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,4 +62,37 @@ func Client(t testing.TB) (*redis.Client, string) {
 		_ = rdb.Close()
 	})
 	return rdb, prefix
+}
+
+// Own starts a redis-server of the test's own on a free loopback port (so
+// that the test can stop or pause it by its PID, never the shared one) and
+// returns a client of it and the PID. The server is killed when the test
+// ends.
+func Own(t testing.TB) (*redis.Client, int) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("resultstest: %v", err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("resultstest: start redis-server: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), ReadTimeout: 500 * time.Millisecond})
+	t.Cleanup(func() { _ = rdb.Close() })
+	for deadline := time.Now().Add(10 * time.Second); rdb.Ping(context.Background()).Err() != nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("resultstest: the test's redis-server on port %d did not answer within 10s", port)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return rdb, cmd.Process.Pid
 }
