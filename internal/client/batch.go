@@ -120,6 +120,9 @@ func (c *Client) EnqueueBatch(ctx context.Context, rs []Request) ([]Result, erro
 		case jet.IsAtomicDuplicate(err):
 			undo()
 			return nil, fmt.Errorf("%w: %v", ErrBatchDuplicate, err)
+		case jet.IsAtomicTooManyOpen(err):
+			undo()
+			return nil, fmt.Errorf("%w: the server has as many atomic batches open as it allows (jetstream.limits max_batch_inflight_per_stream, default 50): %v", ErrUnavailable, err)
 		case jet.IsAtomicDisabled(err):
 			undo()
 			return nil, fmt.Errorf("%w: the stream does not allow atomic batches; run `flotilla streams apply` to update it: %v", ErrUnavailable, err)

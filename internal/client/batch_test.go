@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/results"
@@ -198,4 +200,22 @@ func TestEnqueueBatchRedisDown(t *testing.T) {
 	require.NoError(t, err, "the failed batches were left open on the server")
 	require.Len(t, res, 10)
 	require.EqualValues(t, 10, b.streamMsgs(t, wire.StreamTasks))
+}
+
+// TestEnqueueBatchTooManyOpen: when the stream has as many atomic batches
+// open as the server allows, a batch is refused as unavailable (a 503 with
+// Retry-After over HTTP), not as an unknown failure, and stores nothing.
+func TestEnqueueBatchTooManyOpen(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	for range 50 { // the server's default per stream
+		bp, err := jetstreamext.NewBatchPublisher(b.js)
+		require.NoError(t, err)
+		require.NoError(t, bp.AddMsg(nats.NewMsg(wire.TaskSubject(task.DefaultQueue, "sys.ping"))))
+	}
+	_, err := b.client.EnqueueBatch(t.Context(), pings(3))
+	require.ErrorIs(t, err, client.ErrUnavailable)
+	require.ErrorContains(t, err, "max_batch_inflight_per_stream")
+	require.Zero(t, b.streamMsgs(t, wire.StreamTasks))
+	require.Zero(t, b.taskKeys(t), "the refused batch's states are taken back")
 }

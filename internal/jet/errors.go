@@ -53,6 +53,14 @@ func IsAtomicDisabled(err error) bool {
 	return ok && code == jetstream.ErrorCode(server.JSAtomicPublishDisabledErr)
 }
 
+// IsAtomicTooManyOpen reports whether the server refused to open another
+// atomic batch: the stream (50) or the server (1,000) has as many open as
+// it allows (jetstream.limits max_batch_inflight_*). A retry later can pass.
+func IsAtomicTooManyOpen(err error) bool {
+	code, _, ok := apiCode(err)
+	return ok && code == jetstream.ErrorCode(server.JSAtomicPublishTooManyInflight)
+}
+
 // IsMsgTooLarge reports whether a publish was refused for its size.
 func IsMsgTooLarge(err error) bool {
 	code, _, ok := apiCode(err)
