@@ -98,12 +98,12 @@ func (c *Client) EnqueueBatch(ctx context.Context, rs []Request) ([]Result, erro
 	// messages go to the server uncommitted; the commit follows only once
 	// Redis has every state. So, as with a single enqueue, no task of the
 	// batch is stored before its PENDING state, and a Redis failure stores
-	// nothing (the batch is aborted). With StateIfNew a task that has a
-	// state keeps it: a caller-chosen id enqueued before, or a workflow
+	// nothing (the batch is aborted). A task whose id the caller chose
+	// keeps the state it has (StateIfNew): enqueued before, or a workflow
 	// step another worker published first.
 	pending := make(chan error, 1)
 	go func() {
-		_, err := c.recordPendingMany(ctx, ps, true)
+		_, err := c.recordPendingMany(ctx, ps, chosenID)
 		pending <- err
 	}()
 	pendErr, err := publishBatchWhen(ctx, c.js, msgs, pending)

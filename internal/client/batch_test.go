@@ -219,3 +219,24 @@ func TestEnqueueBatchTooManyOpen(t *testing.T) {
 	require.Zero(t, b.streamMsgs(t, wire.StreamTasks))
 	require.Zero(t, b.taskKeys(t), "the refused batch's states are taken back")
 }
+
+// TestEnqueueBatchKeepsStates: a task whose id the caller chose keeps the
+// state it has when a batch names it again (a retried batch, a workflow
+// step published twice); the batch's other tasks get PENDING.
+func TestEnqueueBatchKeepsStates(t *testing.T) {
+	t.Parallel()
+	b := setup(t, opts{})
+	ctx := t.Context()
+	first, err := b.client.Enqueue(ctx, client.Request{Task: "sys.ping", ID: "ran-before"})
+	require.NoError(t, err)
+	require.NoError(t, b.store.Set(ctx, first.ID, results.Update{State: task.StateSuccess, Result: json.RawMessage(`"pong"`)}))
+
+	rs := pings(3)
+	rs[1].ID = first.ID
+	_, err = b.client.EnqueueBatch(ctx, rs)
+	require.ErrorIs(t, err, client.ErrBatchDuplicate, "the server refuses the id it stored before")
+	st, err := b.store.Get(ctx, first.ID)
+	require.NoError(t, err)
+	require.Equal(t, task.StateSuccess, st.State, "the batch overwrote the state of a task that ran")
+	require.JSONEq(t, `"pong"`, string(st.Result))
+}

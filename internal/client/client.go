@@ -308,15 +308,16 @@ func (c *Client) recordPending(ctx context.Context, p *Prepared) error {
 }
 
 // recordPendingMany writes the PENDING states of the tasks of ps that keep
-// results, in one round trip, and says how many it wrote. With ifNew a task
-// that has a state keeps it (results.Update.StateIfNew).
-func (c *Client) recordPendingMany(ctx context.Context, ps []*Prepared, ifNew bool) (int, error) {
+// results, in one round trip, and says how many it wrote. A task for which
+// ifNew is true keeps the state it has (results.Update.StateIfNew), at one
+// more Redis command.
+func (c *Client) recordPendingMany(ctx context.Context, ps []*Prepared, ifNew func(*Prepared) bool) (int, error) {
 	var ids []string
 	var ups []results.Update
 	for _, p := range ps {
 		if c.recordsResults(p) {
 			u := c.pending(p)
-			u.StateIfNew = ifNew
+			u.StateIfNew = ifNew(p)
 			ids = append(ids, p.env.ID)
 			ups = append(ups, u)
 		}
@@ -326,6 +327,13 @@ func (c *Client) recordPendingMany(ctx context.Context, ps []*Prepared, ifNew bo
 	}
 	return len(ids), c.store.SetMany(ctx, ids, ups)
 }
+
+// always, never and chosenID answer recordPendingMany's ifNew: keep a
+// task's state for every task, for none, or for those whose id the caller
+// chose (a generated id has no state before its first enqueue).
+func always(*Prepared) bool     { return true }
+func never(*Prepared) bool      { return false }
+func chosenID(p *Prepared) bool { return p.explicit }
 
 func (c *Client) pending(p *Prepared) results.Update {
 	return results.Update{Task: p.env.Name, Queue: p.env.Queue, State: task.StatePending, EnqueuedAt: p.env.EnqueuedAt, Args: p.env.Args}
@@ -510,7 +518,7 @@ const StallWait = 5 * time.Second
 // When the state write fails, Send fails and publishes nothing, unless
 // Config.StateErrors is set (see there).
 func (c *Client) Send(ctx context.Context, ps []*Prepared) ([]*Future, error) {
-	if n, err := c.recordPendingMany(ctx, ps, false); err != nil {
+	if n, err := c.recordPendingMany(ctx, ps, never); err != nil {
 		if c.cfg.StateErrors == nil {
 			return nil, err
 		}

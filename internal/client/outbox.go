@@ -67,7 +67,7 @@ func (c *Client) RecordRelayed(ctx context.Context, rs []Relayed) error {
 // has none (results.Update.StateIfNew), in one round trip.
 func (c *Client) recordPendingIfAbsent(ctx context.Context, ps []*Prepared) error {
 	// A task that ran keeps its state.
-	if n, err := c.recordPendingMany(ctx, ps, true); err != nil {
+	if n, err := c.recordPendingMany(ctx, ps, always); err != nil {
 		return fmt.Errorf("record PENDING of %d relayed tasks: %w", n, err)
 	}
 	return nil
