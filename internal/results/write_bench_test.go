@@ -23,7 +23,7 @@ import (
 //	go test -run '^$' -bench BenchmarkFinalWrite -benchtime 100000x ./internal/results/
 func BenchmarkFinalWrite(b *testing.B) {
 	for _, v := range []struct {
-		name                           string
+		name                          string
 		multi, history, expire, index bool
 	}{
 		{"as_stored", true, true, true, true},
