@@ -153,29 +153,13 @@ func (r TaskRoutes) batch(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var body struct {
-		Tasks []json.RawMessage `json:"tasks"`
-	}
-	if err := DecodeStrict(b, &body); err != nil {
+	reqs, err := r.parseBatch(b)
+	if err != nil {
 		return err
 	}
-	if body.Tasks == nil {
-		return NewError(http.StatusBadRequest, "invalid_field", "tasks", `tasks: missing; want {"tasks": [<enqueue body>, ...]}`)
-	}
-	now := r.Now()
-	reqs := make([]client.Request, len(body.Tasks))
-	for i, raw := range body.Tasks {
-		if int64(len(raw)) > r.MaxBodyBytes {
-			return &client.ItemError{Index: i, Err: NewError(http.StatusRequestEntityTooLarge, "too_large", "",
-				fmt.Sprintf("is %d bytes; the limit per task is %d (tasks.max_body_bytes)", len(raw), r.MaxBodyBytes))}
-		}
-		req, err := ParseEnqueue(raw, now)
-		if err != nil {
-			return &client.ItemError{Index: i, Err: err}
-		}
-		req.Origin = r.Origin
-		req.Traceparent = c.Request().Header.Get("traceparent")
-		reqs[i] = req
+	tp := c.Request().Header.Get("traceparent")
+	for i := range reqs {
+		reqs[i].Origin, reqs[i].Traceparent = r.Origin, tp
 	}
 	res, err := r.Client.EnqueueBatch(c.Request().Context(), reqs)
 	if err != nil {
@@ -186,6 +170,56 @@ func (r TaskRoutes) batch(c echo.Context) error {
 		ids[i] = x.ID
 	}
 	return c.JSON(http.StatusAccepted, map[string][]string{"ids": ids})
+}
+
+// parseBatch decodes a batch body into its requests. A body no larger than
+// one task may be (so that no task in it is over the limit) is decoded in
+// one pass; when that pass fails, or the body is larger, each task is
+// decoded on its own, so that an error names the task's index.
+func (r TaskRoutes) parseBatch(b []byte) ([]client.Request, error) {
+	now := r.Now()
+	missing := NewError(http.StatusBadRequest, "invalid_field", "tasks", `tasks: missing; want {"tasks": [<enqueue body>, ...]}`)
+	if int64(len(b)) <= r.MaxBodyBytes {
+		var body struct {
+			Tasks []client.EnqueueBody `json:"tasks"`
+		}
+		if DecodeStrict(b, &body) == nil {
+			if body.Tasks == nil {
+				return nil, missing
+			}
+			reqs := make([]client.Request, len(body.Tasks))
+			for i, t := range body.Tasks {
+				req, err := t.Request(now)
+				if err != nil {
+					return nil, &client.ItemError{Index: i, Err: err}
+				}
+				reqs[i] = req
+			}
+			return reqs, nil
+		}
+	}
+	var body struct {
+		Tasks []json.RawMessage `json:"tasks"`
+	}
+	if err := DecodeStrict(b, &body); err != nil {
+		return nil, err
+	}
+	if body.Tasks == nil {
+		return nil, missing
+	}
+	reqs := make([]client.Request, len(body.Tasks))
+	for i, raw := range body.Tasks {
+		if int64(len(raw)) > r.MaxBodyBytes {
+			return nil, &client.ItemError{Index: i, Err: NewError(http.StatusRequestEntityTooLarge, "too_large", "",
+				fmt.Sprintf("is %d bytes; the limit per task is %d (tasks.max_body_bytes)", len(raw), r.MaxBodyBytes))}
+		}
+		req, err := ParseEnqueue(raw, now)
+		if err != nil {
+			return nil, &client.ItemError{Index: i, Err: err}
+		}
+		reqs[i] = req
+	}
+	return reqs, nil
 }
 
 // ParseEnqueue decodes an enqueue body strictly (an unknown field or a

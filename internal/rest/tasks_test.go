@@ -229,6 +229,11 @@ func TestTaskBatch(t *testing.T) {
 		{"bad field", `{"tasks":[{"task":"sys.ping","max_retries":-1}]}`, http.StatusBadRequest, "invalid_field", "tasks[0].max_retries"},
 		{"unknown field", `{"tasks":[{"task":"sys.ping"},{"task":"sys.ping","color":"red"}]}`, http.StatusBadRequest, "unknown_field", "tasks[1].color"},
 		{"not an object", `{"tasks":[1]}`, http.StatusBadRequest, "bad_json", "tasks[0]"},
+		{"wrong type", `{"tasks":[{"task":"sys.ping"},{"task":"sys.ping","countdown":5}]}`, http.StatusBadRequest, "invalid_field", "tasks[1].countdown"},
+		{"null task", `{"tasks":[{"task":"sys.ping"},null]}`, http.StatusBadRequest, "invalid_field", "tasks[1].task"},
+		{"bad countdown", `{"tasks":[{"task":"sys.ping"},{"task":"sys.ping","countdown":"soon"}]}`, http.StatusBadRequest, "invalid_field", "tasks[1].countdown"},
+		{"task over the limit", `{"tasks":[{"task":"sys.ping"},{"task":"sys.ping","args":{"x":"` + strings.Repeat("x", maxBody) + `"}}]}`, http.StatusRequestEntityTooLarge, "too_large", "tasks[1]"},
+		{"trailing data", `{"tasks":[{"task":"sys.ping"}]} {}`, http.StatusBadRequest, "bad_json", ""},
 		{"no tasks", `{}`, http.StatusBadRequest, "invalid_field", "tasks"},
 		{"empty", `{"tasks":[]}`, http.StatusBadRequest, "invalid_field", "tasks"},
 		{"stored id", `{"tasks":[{"task":"sys.ping"},{"task":"sys.ping","id":"mail-1"}]}`, http.StatusConflict, "duplicate", "tasks"},
@@ -243,4 +248,11 @@ func TestTaskBatch(t *testing.T) {
 			require.EqualValues(t, 3, msgs(), "nothing of a refused batch is stored")
 		})
 	}
+
+	// A batch larger than one task may be is read task by task.
+	big := `{"tasks":[` + strings.Repeat(`{"task":"sys.ping","args":{"pad":"`+strings.Repeat("x", 200)+`"}},`, 9) + `{"task":"sys.ping"}]}`
+	require.Greater(t, len(big), maxBody)
+	res = post(big)
+	require.Equal(t, http.StatusAccepted, res.status, res.body)
+	require.EqualValues(t, 13, msgs())
 }
