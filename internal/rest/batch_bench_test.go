@@ -27,7 +27,8 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkBatchVsSingle -benchtime 20x ./internal/rest/
 func BenchmarkBatchVsSingle(b *testing.B) {
-	r := setupRoutes(b, jet.TopologyParams{TaskMaxMsgs: 10_000_000, TaskMaxBytes: 8 << 30})
+	// tasks.max_body_bytes at its default (1 MiB), as the web and api roles run.
+	r := setupRoutesLimit(b, jet.TopologyParams{TaskMaxMsgs: 10_000_000, TaskMaxBytes: 8 << 30}, 1<<20)
 	srv := httptest.NewServer(r.e)
 	b.Cleanup(srv.Close)
 	hc := srv.Client()

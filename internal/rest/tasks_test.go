@@ -33,8 +33,15 @@ type routes struct {
 }
 
 // setupRoutes mounts TaskRoutes on echo with a real client: an in-process
-// JetStream server with the streams/ topology and the test Redis.
+// JetStream server with the streams/ topology and the test Redis; bodies
+// are limited to maxBody.
 func setupRoutes(t testing.TB, p jet.TopologyParams) *routes {
+	t.Helper()
+	return setupRoutesLimit(t, p, maxBody)
+}
+
+// setupRoutesLimit is setupRoutes with bodies limited to limit bytes.
+func setupRoutesLimit(t testing.TB, p jet.TopologyParams, limit int64) *routes {
 	t.Helper()
 	ns := jettest.Server(t)
 	nc, js, err := jet.Connect(t.Context(), ns.ClientURL(), "rest-test", "")
@@ -56,7 +63,7 @@ func setupRoutes(t testing.TB, p jet.TopologyParams) *routes {
 	cl := client.New(nc, js, store, client.Config{Registry: reg, CheckRegistered: true, MaxArgsBytes: 512})
 
 	e := rest.NewEcho(zerolog.New(zerolog.NewTestWriter(t)))
-	rest.TaskRoutes{Client: cl, MaxBodyBytes: maxBody, Origin: "web"}.Mount(e.Group("/api/v1"))
+	rest.TaskRoutes{Client: cl, MaxBodyBytes: limit, Origin: "web"}.Mount(e.Group("/api/v1"))
 	return &routes{e: e, js: js, cl: cl}
 }
 
