@@ -156,6 +156,9 @@ var (
 // checks every candidate's state, so such a leftover is skipped).
 func (s *Store) indexedSet(ctx context.Context, pipe redis.Pipeliner, ops []*op) {
 	p := s.idx()
+	all := p + "all"
+	// The set keys, built once a batch for each name (not once a task).
+	tkeys, qkeys, skeys := keyCache{prefix: p + "t:"}, keyCache{prefix: p + "q:"}, keyCache{prefix: p + "s:"}
 	now := float64(time.Now().UnixMilli())
 	adds := map[string][]redis.Z{}
 	rems := map[string][]any{}
@@ -166,21 +169,18 @@ func (s *Store) indexedSet(ctx context.Context, pipe redis.Pipeliner, ops []*op)
 		if o.score != 0 {
 			score = float64(o.score)
 		}
+		z := redis.Z{Score: score, Member: o.id}
 		if o.create {
 			fields = append(fields, "t", o.score)
-			adds[p+"all"] = append(adds[p+"all"], redis.Z{Score: score, Member: o.id})
-			for _, k := range []string{o.task, o.queue} {
-				if k == "" {
+			adds[all] = append(adds[all], z)
+			for _, key := range [2]string{tkeys.key(o.task), qkeys.key(o.queue)} {
+				if key == "" {
 					continue
-				}
-				key := p + "t:" + k
-				if k == o.queue {
-					key = p + "q:" + k
 				}
 				if _, seen := adds[key]; !seen {
 					named = append(named, key)
 				}
-				adds[key] = append(adds[key], redis.Z{Score: score, Member: o.id})
+				adds[key] = append(adds[key], z)
 			}
 		}
 		pipe.HSet(ctx, o.key, fields...)
@@ -189,11 +189,13 @@ func (s *Store) indexedSet(ctx context.Context, pipe redis.Pipeliner, ops []*op)
 		}
 		pipe.Expire(ctx, o.key, s.ttl)
 		if o.state != "" {
-			adds[p+"s:"+o.state] = append(adds[p+"s:"+o.state], redis.Z{Score: score, Member: o.id})
+			key := skeys.key(o.state)
+			adds[key] = append(adds[key], z)
 			if o.state != "PENDING" {
 				for _, st := range unfinished {
 					if st != o.state {
-						rems[p+"s:"+st] = append(rems[p+"s:"+st], o.id)
+						key := skeys.key(st)
+						rems[key] = append(rems[key], o.id)
 					}
 				}
 			}
@@ -208,6 +210,28 @@ func (s *Store) indexedSet(ctx context.Context, pipe redis.Pipeliner, ops []*op)
 	if len(named) > 0 {
 		pipe.SAdd(ctx, p+"keys", named...)
 	}
+}
+
+// keyCache builds the keys prefix+name of one kind of index set, each once.
+type keyCache struct {
+	prefix string
+	keys   map[string]string
+}
+
+// key is prefix+name, or "" for no name.
+func (c *keyCache) key(name string) string {
+	if name == "" {
+		return ""
+	}
+	if k, ok := c.keys[name]; ok {
+		return k
+	}
+	if c.keys == nil {
+		c.keys = make(map[string]string, 4)
+	}
+	k := c.prefix + name
+	c.keys[name] = k
+	return k
 }
 
 // indexedWrite queues the conditional writes of ops (mode absent or

@@ -124,3 +124,18 @@ func TestSearchOff(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n)
 }
+
+// TestSearchTaskNamedAsQueue: a task whose name is also its queue's is
+// found by either filter (each has its own index set).
+func TestSearchTaskNamedAsQueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t, results.Config{TTL: time.Hour})
+	ctx := t.Context()
+	require.NoError(t, b.store.Set(ctx, "R1", results.Update{Task: "report", Queue: "report", State: "PENDING", EnqueuedAt: time.Now()}))
+	for _, q := range []results.Query{{Task: "report"}, {Queue: "report"}} {
+		p, err := b.store.Search(ctx, q)
+		require.NoError(t, err)
+		require.Len(t, p.Items, 1, "query %+v", q)
+		require.Equal(t, "R1", p.Items[0].ID)
+	}
+}
