@@ -168,6 +168,19 @@ type Result struct {
 	Duplicate bool `json:"duplicate,omitempty"`
 }
 
+// AppendJSON appends r as encoding/json writes it, without reflection: the
+// answer to every single enqueue.
+func (r Result) AppendJSON(b []byte) []byte {
+	b = append(b, `{"id":`...)
+	b = wire.AppendJSONString(b, r.ID)
+	b = append(b, `,"state":`...)
+	b = wire.AppendJSONString(b, r.State)
+	if r.Duplicate {
+		b = append(b, `,"duplicate":true`...)
+	}
+	return append(b, '}')
+}
+
 // Prepared is a validated request, ready to be sent.
 type Prepared struct {
 	env      *task.Envelope
@@ -393,7 +406,7 @@ func (c *Client) enqueue(ctx context.Context, r Request, notify string) (Result,
 			return Result{}, err
 		}
 	}
-	ack, err := c.js.PublishMsg(ctx, c.msg(p, notify))
+	ack, err := jet.Publish(ctx, c.js, c.msg(p, notify))
 	if err != nil {
 		err = translatePublishErr(id, p.env.Queue, err)
 		if !errors.Is(err, ErrUnconfirmed) {
@@ -430,7 +443,7 @@ func (c *Client) again(ctx context.Context, p *Prepared, bound, notify string) (
 		return Result{ID: bound, State: st.State, Duplicate: true}, nil
 	}
 	p.env.ID = bound
-	if _, err := c.js.PublishMsg(ctx, c.msg(p, notify)); err != nil {
+	if _, err := jet.Publish(ctx, c.js, c.msg(p, notify)); err != nil {
 		return Result{}, translatePublishErr(bound, p.env.Queue, err)
 	}
 	_ = c.store.ClearUnconfirmed(context.WithoutCancel(ctx), bound)
@@ -480,7 +493,7 @@ func (f *Future) Wait(ctx context.Context) (Result, error) {
 		case ack = <-f.fut.Ok():
 		case err = <-f.fut.Err():
 			var err2 error
-			if ack, err2 = f.c.js.PublishMsg(ctx, f.fut.Msg()); err2 == nil {
+			if ack, err2 = jet.Publish(ctx, f.c.js, f.fut.Msg()); err2 == nil {
 				err = nil
 			} else {
 				err = errors.Join(err, err2)
@@ -698,7 +711,7 @@ func (c *Client) requeue(ctx context.Context, seq uint64) (Result, error) {
 			return Result{}, err
 		}
 	}
-	if _, err := c.js.PublishMsg(ctx, m); err != nil {
+	if _, err := jet.Publish(ctx, c.js, m); err != nil {
 		return Result{}, translatePublishErr(d.ID, d.Queue, err)
 	}
 	if err := jet.DeleteDead(ctx, c.js, seq); err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/flotilla/flotilla/internal/jet"
 	"github.com/flotilla/flotilla/internal/logging"
 	"github.com/flotilla/flotilla/internal/wire"
 )
@@ -22,7 +23,7 @@ func (w *Worker) startMover(ctx context.Context) (jetstream.ConsumeContext, erro
 	return c.Consume(func(m jetstream.Msg) {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if _, err := w.js.PublishMsg(pctx, wire.DueToTask(m.Headers(), m.Data())); err != nil {
+		if _, err := jet.Publish(pctx, w.js, wire.DueToTask(m.Headers(), m.Data())); err != nil {
 			w.log.Warn().Err(err).Str(logging.Subject, m.Subject()).Msg("move delayed task; retrying in 2s")
 			_ = m.NakWithDelay(2 * time.Second)
 			return

@@ -721,7 +721,7 @@ func (w *Worker) dead(ctx context.Context, d *delivery, reason string) {
 	env := d.env
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if _, err := w.js.PublishMsg(pctx, wire.NewDeadMsg(d.msg.Headers(), d.msg.Data(), env.Queue, env.Name, reason, env.Attempt)); err != nil {
+	if _, err := jet.Publish(pctx, w.js, wire.NewDeadMsg(d.msg.Headers(), d.msg.Data(), env.Queue, env.Name, reason, env.Attempt)); err != nil {
 		d.log.Error().Err(err).Str("reason", reason).Msg("dead-letter publish failed; task stays queued")
 		_ = d.msg.NakWithDelay(5 * time.Second)
 		return

@@ -1,0 +1,4 @@
+package jet
+
+// ParseAck is parseAck for the package's external tests.
+var ParseAck = parseAck
