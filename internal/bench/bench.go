@@ -7,6 +7,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -328,23 +329,35 @@ func (e *env) client(store *results.Store, events wire.EventLevel) *client.Clien
 	return client.New(e.nc, e.js, store, client.Config{Registry: e.reg, CheckRegistered: true, Events: events})
 }
 
-// fill enqueues n tasks through the Go client in batches and returns the rate.
+// fill enqueues n tasks through the Go client in batches and returns the
+// rate. A task refused as unavailable, which stored nothing, is sent again
+// until a minute passes without one stored: with fsync always, a slow
+// disk can hold every ack for longer than the client's StallWait.
 func (e *env) fill(ctx context.Context, c *client.Client, n int) (float64, error) {
 	const batch = 10000
 	reqs := make([]client.Request, 0, batch)
-	start := time.Now()
+	start, progress := time.Now(), time.Now()
 	for done := 0; done < n; {
 		reqs = reqs[:0]
 		for i := 0; i < batch && done+i < n; i++ {
 			reqs = append(reqs, client.Request{Task: "sys.ping", Args: e.args, Origin: "client"})
 		}
-		_, errs := c.EnqueueEach(ctx, reqs)
-		for _, err := range errs {
-			if err != nil {
-				return 0, err
+		for len(reqs) > 0 {
+			_, errs := c.EnqueueEach(ctx, reqs)
+			again := reqs[:0]
+			for i, err := range errs {
+				switch {
+				case err == nil:
+					done++
+					progress = time.Now()
+				case errors.Is(err, client.ErrUnavailable) && time.Since(progress) < time.Minute:
+					again = append(again, reqs[i])
+				default:
+					return 0, err
+				}
 			}
+			reqs = again
 		}
-		done += len(reqs)
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
 }
@@ -421,6 +434,16 @@ func (e *env) snapshot(ctx context.Context) (snapshot, error) {
 	runtime.ReadMemStats(&ms)
 	s.mallocs = ms.Mallocs
 	return s, nil
+}
+
+// plus is c and d together; per divides them among n.
+func (c cost) plus(d cost) cost {
+	return cost{msgs: c.msgs + d.msgs, cmds: c.cmds + d.cmds, redisCPUus: c.redisCPUus + d.redisCPUus, allocs: c.allocs + d.allocs}
+}
+
+func (c cost) per(n int) cost {
+	f := float64(n)
+	return cost{msgs: c.msgs / f, cmds: c.cmds / f, redisCPUus: c.redisCPUus / f, allocs: c.allocs / f}
 }
 
 func (s snapshot) since(b snapshot, n int) cost {

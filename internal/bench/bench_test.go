@@ -39,12 +39,13 @@ func TestBenchModesRun(t *testing.T) {
 				"raw JetStream consume+ack", "drain, results+events off", "drain, results in Redis, events off",
 				"drain, results off, events standard", "drain, results in Redis + events standard (defaults)",
 				"drain, results in Redis + every event", "enqueue-and-wait round trip",
-				"enqueue over HTTP", "raw HTTP: the same stack, no-op handler",
+				"enqueue over HTTP (defaults)", "enqueue over HTTP, results+events off", "raw HTTP: the same stack, no-op handler",
 			} {
 				require.Contains(t, s, row)
 			}
 			require.Contains(t, s, "% of raw consume+ack")
 			require.Contains(t, s, "% of raw HTTP no-op")
+			require.Contains(t, s, "per request: ")
 		})
 	}
 }

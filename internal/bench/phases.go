@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/flotilla/flotilla/internal/client"
 	"github.com/flotilla/flotilla/internal/config"
 	"github.com/flotilla/flotilla/internal/rest"
+	"github.com/flotilla/flotilla/internal/results"
 	"github.com/flotilla/flotilla/internal/web"
 	"github.com/flotilla/flotilla/internal/wire"
 	"github.com/flotilla/flotilla/internal/worker"
@@ -34,11 +36,14 @@ type report struct {
 	// event (started too).
 	drainResults, drainEvents, drainAll float64
 	rt50, rt99                          time.Duration
-	httpRate                            float64
-	httpNoop                            float64 // the same HTTP stack answering a no-op handler
-	rssMiB, heapMiB                     float64
-	ran                                 map[string]bool
-	costs                               map[string]cost // per drain phase
+	// httpRate: enqueue over HTTP with results in Redis and events at the
+	// standard level; httpBare with both off, httpResults and httpEvents
+	// with one of them.
+	httpRate, httpBare, httpResults, httpEvents float64
+	httpNoop                                    float64 // the same HTTP stack answering a no-op handler
+	rssMiB, heapMiB                             float64
+	ran                                         map[string]bool
+	costs                                       map[string]cost // per drain phase
 }
 
 func (r *report) setCost(phase string, c cost) {
@@ -252,12 +257,12 @@ func (e *env) roundTrip(ctx context.Context, r *report) error {
 }
 
 // httpEnqueue measures enqueue over HTTP (web role with its default
-// configuration, results and events on: HTTPClients keep-alive clients
-// POST /api/v1/tasks to a real server on loopback) next to its reference:
-// the same server — the same echo instance with the same middleware every
-// request passes — answering a no-op handler that reads the body and
-// answers what an enqueue answers, driven by the same clients with the
-// same body, the two taking turns.
+// configuration: HTTPClients keep-alive clients POST /api/v1/tasks to a
+// real server on loopback) with results and events on, and with each off,
+// next to its reference: the same server — the same echo instance with
+// the same middleware every request passes — answering a no-op handler
+// that reads the body and answers what an enqueue answers, driven by the
+// same clients with the same body. The loops take turns.
 func (e *env) httpEnqueue(ctx context.Context, r *report) error {
 	if err := e.purgeTasks(ctx); err != nil {
 		return err
@@ -269,43 +274,92 @@ func (e *env) httpEnqueue(ctx context.Context, r *report) error {
 	// request's context gets a deadline, as in production).
 	def := config.Default(config.RoleWeb)
 	wcfg := web.Config{MaxBodyBytes: def.Tasks.MaxBodyBytes, RequestTimeout: def.RequestTimeout}
-	h := web.New(wcfg, e.client(store, wire.EventsStandard), []rest.Check{}, zerolog.Nop()).Handler()
-	answer := []byte(`{"id":"01JD7Y4T2W9X6V3Q8M5N0R1S2P","state":"PENDING"}`)
-	h.POST("/bench/noop", func(c echo.Context) error {
-		if _, err := rest.ReadBody(c, wcfg.MaxBodyBytes); err != nil {
-			return err
+	var stops []func()
+	defer func() {
+		for _, stop := range stops {
+			stop()
 		}
-		return c.JSONBlob(http.StatusAccepted, answer)
+	}()
+	serve := func(st *results.Store, events wire.EventLevel, extra func(*echo.Echo)) (string, error) {
+		h := web.New(wcfg, e.client(st, events), []rest.Check{}, zerolog.Nop()).Handler()
+		if extra != nil {
+			extra(h)
+		}
+		base, stop, err := serveLoopback(h)
+		if err != nil {
+			return "", err
+		}
+		stops = append(stops, stop)
+		return base, nil
+	}
+	answer := []byte(`{"id":"01JD7Y4T2W9X6V3Q8M5N0R1S2P","state":"PENDING"}`)
+	defaults, err := serve(store, wire.EventsStandard, func(h *echo.Echo) {
+		h.POST("/bench/noop", func(c echo.Context) error {
+			if _, err := rest.ReadBody(c, wcfg.MaxBodyBytes); err != nil {
+				return err
+			}
+			return c.JSONBlob(http.StatusAccepted, answer)
+		})
 	})
-	base, stop, err := serveLoopback(h)
 	if err != nil {
 		return err
 	}
-	defer stop()
+	loops := []struct {
+		url, cost string // cost: the key of what a request cost
+		rate      *float64
+	}{
+		{defaults + "/bench/noop", "", &r.httpNoop},
+		{"", "http-bare", &r.httpBare},
+		{"", "http-results", &r.httpResults},
+		{"", "http-events", &r.httpEvents},
+		{defaults + "/api/v1/tasks", "http", &r.httpRate},
+	}
+	for i, v := range []struct {
+		st     *results.Store
+		events wire.EventLevel
+	}{{nil, wire.EventsOff}, {store, wire.EventsOff}, {nil, wire.EventsStandard}} {
+		base, err := serve(v.st, v.events, nil)
+		if err != nil {
+			return err
+		}
+		loops[1+i].url = base + "/api/v1/tasks"
+	}
 	body := []byte(`{"task":"sys.ping","args":` + string(e.args) + `}`)
 	hc, closeIdle := httpClient(e.cfg.HTTPClients)
 	defer closeIdle()
-	// The two loops take turns, a fifth of the requests each time, so that
-	// both see the same moments of a shared machine and their ratio does
-	// not move with what its neighbours do in one phase and not the other.
+	// The loops take turns, a fifth of the requests each time, so that all
+	// see the same moments of a shared machine and their ratios do not
+	// move with what its neighbours do during one loop and not another.
 	rounds := min(httpRounds, e.cfg.HTTPTasks)
-	var noop, enq time.Duration
+	took := make([]time.Duration, len(loops))
+	costs := make([]cost, len(loops))
 	sent := 0
 	for i := range rounds {
 		n := e.cfg.HTTPTasks*(i+1)/rounds - sent
 		sent += n
-		d, err := e.post(hc, base+"/bench/noop", body, n)
-		if err != nil {
-			return err
+		for j, l := range loops {
+			before, err := e.snapshot(ctx)
+			if err != nil {
+				return err
+			}
+			d, err := e.post(hc, l.url, body, n)
+			if err != nil {
+				return err
+			}
+			after, err := e.snapshot(ctx)
+			if err != nil {
+				return err
+			}
+			took[j] += d
+			costs[j] = costs[j].plus(after.since(before, 1))
 		}
-		noop += d
-		if d, err = e.post(hc, base+"/api/v1/tasks", body, n); err != nil {
-			return err
-		}
-		enq += d
 	}
-	r.httpNoop = float64(sent) / noop.Seconds()
-	r.httpRate = float64(sent) / enq.Seconds()
+	for j, l := range loops {
+		*l.rate = float64(sent) / took[j].Seconds()
+		if l.cost != "" {
+			r.setCost(l.cost, costs[j].per(sent))
+		}
+	}
 	r.mark("http")
 	return nil
 }
@@ -382,20 +436,33 @@ func (r *report) print(w io.Writer) {
 	}
 	if r.ran["http"] {
 		row("raw HTTP: the same stack, no-op handler", rate(r.httpNoop), "")
-		row("enqueue over HTTP, concurrent clients", rate(r.httpRate), ratio(r.httpRate, r.httpNoop, "raw HTTP no-op"))
+		noop := func(v float64) string { return ratio(v, r.httpNoop, "raw HTTP no-op") }
+		row("enqueue over HTTP, results+events off", rate(r.httpBare), noop(r.httpBare))
+		r.costRow(w, "http-bare")
+		row("enqueue over HTTP, results in Redis, events off", rate(r.httpResults), noop(r.httpResults))
+		r.costRow(w, "http-results")
+		row("enqueue over HTTP, results off, events standard", rate(r.httpEvents), noop(r.httpEvents))
+		r.costRow(w, "http-events")
+		row("enqueue over HTTP (defaults), concurrent clients", rate(r.httpRate), noop(r.httpRate))
+		r.costRow(w, "http")
 	}
 	if r.rssMiB > 0 {
 		row("process RSS after drains (bench+worker+server)", fmt.Sprintf("%.0f MiB", r.rssMiB), fmt.Sprintf("Go heap in use %.0f MiB", r.heapMiB))
 	}
 }
 
-// costRow prints what a task of the drain phase cost.
+// costRow prints what a task of the phase cost: a drained task, or an
+// HTTP request (its allocations include the load generator's).
 func (r *report) costRow(w io.Writer, phase string) {
 	c, ok := r.costs[phase]
 	if !ok {
 		return
 	}
-	fmt.Fprintf(w, "  per task drained: %.1f msgs stored, %.1f Redis cmds (%.1f µs Redis CPU), %.0f allocs\n", c.msgs, c.cmds, c.redisCPUus, c.allocs)
+	what := "task drained"
+	if strings.HasPrefix(phase, "http") {
+		what = "request"
+	}
+	fmt.Fprintf(w, "  per %s: %.1f msgs stored, %.1f Redis cmds (%.1f µs Redis CPU), %.0f allocs\n", what, c.msgs, c.cmds, c.redisCPUus, c.allocs)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.3fms", float64(d.Microseconds())/1000) }

@@ -22,8 +22,11 @@ func benchCmd(env Env, rf *rootFlags) *cobra.Command {
 		Long: `bench enqueues --tasks tasks with 64-byte JSON args, drains them with one worker
 of --concurrency handlers (results and events off, then results in Redis and
 events on), runs --round-trips sequential enqueue-and-wait calls and an HTTP
-enqueue phase, and runs the raw JetStream loops in the same run so that every
-Flotilla figure is printed next to its raw counterpart.
+enqueue phase (--http-tasks requests from --http-clients keep-alive clients
+to the web role with its defaults, with results and events on and each off,
+taking turns with the same server answering a no-op handler), and runs the
+raw JetStream loops in the same run so that every Flotilla figure is printed
+next to its raw counterpart.
 
 --cluster 3 runs three embedded servers as a cluster with every stream at
 replicas 3; --sync always makes them fsync every write (and, unless given,
