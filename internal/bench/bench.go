@@ -436,6 +436,22 @@ func (e *env) snapshot(ctx context.Context) (snapshot, error) {
 	return s, nil
 }
 
+// settled is the snapshot once the streams have stopped growing (for up to
+// 5s): events are published without waiting, so the server may still be
+// storing those of the loop that has just ended, which they belong to.
+func (e *env) settled(ctx context.Context) (snapshot, error) {
+	s, err := e.snapshot(ctx)
+	for end := time.Now().Add(5 * time.Second); err == nil && time.Now().Before(end); {
+		time.Sleep(20 * time.Millisecond)
+		var next snapshot
+		if next, err = e.snapshot(ctx); err == nil && next.seqs == s.seqs {
+			return next, nil
+		}
+		s = next
+	}
+	return s, err
+}
+
 // plus is c and d together; per divides them among n.
 func (c cost) plus(d cost) cost {
 	return cost{msgs: c.msgs + d.msgs, cmds: c.cmds + d.cmds, redisCPUus: c.redisCPUus + d.redisCPUus, allocs: c.allocs + d.allocs}

@@ -346,7 +346,7 @@ func (e *env) httpEnqueue(ctx context.Context, r *report) error {
 			if err != nil {
 				return err
 			}
-			after, err := e.snapshot(ctx)
+			after, err := e.settled(ctx)
 			if err != nil {
 				return err
 			}
