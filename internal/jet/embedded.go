@@ -1,7 +1,6 @@
 package jet
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -77,8 +76,8 @@ func portFree(host string, port int) bool {
 
 // StartCluster starts n clustered JetStream servers in this process, each
 // storing under dir/n<i>, on free loopback ports, and returns them once
-// they accept connections and the JetStream meta group has a leader. Shut
-// each down when done.
+// they accept connections and the JetStream meta group has a leader that
+// sees every node online. Shut each down when done.
 func StartCluster(n int, dir string, syncAlways bool) ([]*server.Server, error) {
 	// The route ports are found free and then bound by the servers: another
 	// process may take one in between, and that node never comes up. Try
@@ -135,14 +134,16 @@ func startCluster(n int, dir string, syncAlways bool) ([]*server.Server, error) 
 			return nil, fmt.Errorf("cluster node %s not ready within 20s", ns.Name())
 		}
 	}
+	// A leader alone is not enough: a stream of n replicas is refused
+	// ("no suitable peers for placement") until it has heard from every peer.
 	for time.Now().Before(deadline) {
 		for _, ns := range ss {
-			if ns.JetStreamIsLeader() {
+			if ns.JetStreamIsLeader() && len(ns.JetStreamClusterPeers()) == n {
 				return ss, nil
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	stop()
-	return nil, errors.New("no JetStream meta leader within 20s")
+	return nil, fmt.Errorf("no JetStream meta leader with all %d peers online within 20s", n)
 }
