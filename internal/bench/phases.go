@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -70,9 +71,16 @@ func (e *env) raw(ctx context.Context, r *report) error {
 		return err
 	}
 	defer e.js.DeleteStream(context.WithoutCancel(ctx), "BENCH_RAW")
-	start := time.Now()
-	for i := 0; i < n; i++ {
-		if _, err := e.js.PublishAsync("benchraw.default.noop", e.args, jetstream.WithStallWait(client.StallWait)); err != nil {
+	start, progress := time.Now(), time.Now()
+	for i := 0; i < n; {
+		// As in fill: a publish refused after StallWait (a stalled disk)
+		// stored nothing and goes again, for up to a minute.
+		_, err := e.js.PublishAsync("benchraw.default.noop", e.args, jetstream.WithStallWait(client.StallWait))
+		switch {
+		case err == nil:
+			i++
+			progress = time.Now()
+		case !errors.Is(err, jetstream.ErrTooManyStalledMsgs) || time.Since(progress) >= time.Minute:
 			return err
 		}
 	}
