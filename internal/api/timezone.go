@@ -91,7 +91,7 @@ func Timezone() echo.MiddlewareFunc {
 
 // TimezoneSerializer is an echo.JSONSerializer that renders the times of a
 // response in the zone of the request's context (see [Timezone]). Without
-// a zone it encodes exactly as echo's DefaultJSONSerializer.
+// a zone it encodes exactly as [rest.JSONSerializer].
 //
 // With a zone, the value is encoded as usual, then every JSON string value
 // (object keys are left alone) that parses as RFC 3339 (time.RFC3339Nano,
@@ -109,7 +109,7 @@ type TimezoneSerializer struct{}
 func (TimezoneSerializer) Serialize(c echo.Context, i any, indent string) error {
 	loc := LocationFrom(c.Request().Context())
 	if loc == nil {
-		return echo.DefaultJSONSerializer{}.Serialize(c, i, indent)
+		return rest.JSONSerializer{}.Serialize(c, i, indent)
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
