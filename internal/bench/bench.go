@@ -330,13 +330,11 @@ func (e *env) client(store *results.Store, events wire.EventLevel) *client.Clien
 }
 
 // fill enqueues n tasks through the Go client in batches and returns the
-// rate. A task refused as unavailable, which stored nothing, is sent again
-// until a minute passes without one stored: with fsync always, a slow
-// disk can hold every ack for longer than the client's StallWait.
+// rate; a task refused as unavailable goes again (see stalls).
 func (e *env) fill(ctx context.Context, c *client.Client, n int) (float64, error) {
 	const batch = 10000
 	reqs := make([]client.Request, 0, batch)
-	start, progress := time.Now(), time.Now()
+	start, st := time.Now(), newStalls()
 	for done := 0; done < n; {
 		reqs = reqs[:0]
 		for i := 0; i < batch && done+i < n; i++ {
@@ -349,18 +347,41 @@ func (e *env) fill(ctx context.Context, c *client.Client, n int) (float64, error
 				switch {
 				case err == nil:
 					done++
-					progress = time.Now()
-				case errors.Is(err, client.ErrUnavailable) && time.Since(progress) < time.Minute:
+					st.progress()
+				case st.retry(err):
 					again = append(again, reqs[i])
 				default:
 					return 0, err
 				}
 			}
-			reqs = again
+			if reqs = again; len(reqs) > 0 {
+				st.pause()
+			}
 		}
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
 }
+
+// stalls is the bench's patience with a publish refused because the server
+// holds every ack for longer than the client's StallWait (with fsync
+// always, a slow disk): such a publish stored nothing and goes again,
+// until a minute passes without one stored.
+type stalls struct{ last time.Time }
+
+func newStalls() *stalls { return &stalls{last: time.Now()} }
+
+// progress notes a stored message.
+func (s *stalls) progress() { s.last = time.Now() }
+
+// retry says whether the publish that failed with err goes again.
+func (s *stalls) retry(err error) bool {
+	stalled := errors.Is(err, jetstream.ErrTooManyStalledMsgs) || errors.Is(err, client.ErrUnavailable)
+	return stalled && time.Since(s.last) < time.Minute
+}
+
+// pause waits a little before a retry, so that a server that refuses at
+// once (not after StallWait) is not asked again in a tight loop.
+func (s *stalls) pause() { time.Sleep(100 * time.Millisecond) }
 
 // drain runs a worker until TASKS is empty and returns the rate and what
 // each task cost.
@@ -405,16 +426,9 @@ type snapshot struct {
 
 func (e *env) snapshot(ctx context.Context) (snapshot, error) {
 	var s snapshot
-	for _, name := range []string{wire.StreamTasks, wire.StreamEvents, wire.StreamDead} {
-		st, err := e.js.Stream(ctx, name)
-		if err != nil {
-			return s, err
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			return s, err
-		}
-		s.seqs += info.State.LastSeq
+	var err error
+	if s.seqs, err = e.seqs(ctx); err != nil {
+		return s, err
 	}
 	info, err := e.rdb.Info(ctx, "stats", "cpu").Result()
 	if err != nil {
@@ -436,30 +450,45 @@ func (e *env) snapshot(ctx context.Context) (snapshot, error) {
 	return s, nil
 }
 
+// seqs is the sum of the last sequences of the streams a task writes to.
+func (e *env) seqs(ctx context.Context) (uint64, error) {
+	var n uint64
+	for _, name := range []string{wire.StreamTasks, wire.StreamEvents, wire.StreamDead} {
+		st, err := e.js.Stream(ctx, name)
+		if err != nil {
+			return 0, err
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return 0, err
+		}
+		n += info.State.LastSeq
+	}
+	return n, nil
+}
+
 // settled is the snapshot once the streams have stopped growing (for up to
 // 5s): events are published without waiting, so the server may still be
 // storing those of the loop that has just ended, which they belong to.
 func (e *env) settled(ctx context.Context) (snapshot, error) {
-	s, err := e.snapshot(ctx)
+	last, err := e.seqs(ctx)
 	for end := time.Now().Add(5 * time.Second); err == nil && time.Now().Before(end); {
 		time.Sleep(20 * time.Millisecond)
-		var next snapshot
-		if next, err = e.snapshot(ctx); err == nil && next.seqs == s.seqs {
-			return next, nil
+		var now uint64
+		if now, err = e.seqs(ctx); now == last {
+			break
 		}
-		s = next
+		last = now
 	}
-	return s, err
+	if err != nil {
+		return snapshot{}, err
+	}
+	return e.snapshot(ctx)
 }
 
-// plus is c and d together; per divides them among n.
+// plus is c and d together.
 func (c cost) plus(d cost) cost {
 	return cost{msgs: c.msgs + d.msgs, cmds: c.cmds + d.cmds, redisCPUus: c.redisCPUus + d.redisCPUus, allocs: c.allocs + d.allocs}
-}
-
-func (c cost) per(n int) cost {
-	f := float64(n)
-	return cost{msgs: c.msgs / f, cmds: c.cmds / f, redisCPUus: c.redisCPUus / f, allocs: c.allocs / f}
 }
 
 func (s snapshot) since(b snapshot, n int) cost {

@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -71,16 +70,16 @@ func (e *env) raw(ctx context.Context, r *report) error {
 		return err
 	}
 	defer e.js.DeleteStream(context.WithoutCancel(ctx), "BENCH_RAW")
-	start, progress := time.Now(), time.Now()
+	start, st := time.Now(), newStalls()
 	for i := 0; i < n; {
-		// As in fill: a publish refused after StallWait (a stalled disk)
-		// stored nothing and goes again, for up to a minute.
 		_, err := e.js.PublishAsync("benchraw.default.noop", e.args, jetstream.WithStallWait(client.StallWait))
 		switch {
 		case err == nil:
 			i++
-			progress = time.Now()
-		case !errors.Is(err, jetstream.ErrTooManyStalledMsgs) || time.Since(progress) >= time.Minute:
+			st.progress()
+		case st.retry(err):
+			st.pause()
+		default:
 			return err
 		}
 	}
@@ -288,50 +287,43 @@ func (e *env) httpEnqueue(ctx context.Context, r *report) error {
 			stop()
 		}
 	}()
-	serve := func(st *results.Store, events wire.EventLevel, extra func(*echo.Echo)) (string, error) {
-		h := web.New(wcfg, e.client(st, events), []rest.Check{}, zerolog.Nop()).Handler()
-		if extra != nil {
-			extra(h)
-		}
-		base, stop, err := serveLoopback(h)
-		if err != nil {
-			return "", err
-		}
-		stops = append(stops, stop)
-		return base, nil
-	}
 	answer := []byte(`{"id":"01JD7Y4T2W9X6V3Q8M5N0R1S2P","state":"PENDING"}`)
-	defaults, err := serve(store, wire.EventsStandard, func(h *echo.Echo) {
-		h.POST("/bench/noop", func(c echo.Context) error {
-			if _, err := rest.ReadBody(c, wcfg.MaxBodyBytes); err != nil {
-				return err
-			}
-			return c.JSONBlob(http.StatusAccepted, answer)
-		})
-	})
-	if err != nil {
-		return err
-	}
-	loops := []struct {
-		url, cost string // cost: the key of what a request cost
-		rate      *float64
-	}{
-		{defaults + "/bench/noop", "", &r.httpNoop},
-		{"", "http-bare", &r.httpBare},
-		{"", "http-results", &r.httpResults},
-		{"", "http-events", &r.httpEvents},
-		{defaults + "/api/v1/tasks", "http", &r.httpRate},
-	}
-	for i, v := range []struct {
-		st     *results.Store
-		events wire.EventLevel
-	}{{nil, wire.EventsOff}, {store, wire.EventsOff}, {nil, wire.EventsStandard}} {
-		base, err := serve(v.st, v.events, nil)
-		if err != nil {
+	noop := func(c echo.Context) error {
+		if _, err := rest.ReadBody(c, wcfg.MaxBodyBytes); err != nil {
 			return err
 		}
-		loops[1+i].url = base + "/api/v1/tasks"
+		return c.JSONBlob(http.StatusAccepted, answer)
 	}
+	// One server a configuration, each with the no-op too; the no-op loop
+	// (the first) runs on the defaults' server (the last).
+	type loop struct {
+		url, cost string // cost: the key of what a request cost
+		rate      *float64
+	}
+	loops := []loop{{rate: &r.httpNoop}}
+	var base string
+	for _, v := range []struct {
+		st     *results.Store
+		events wire.EventLevel
+		cost   string
+		rate   *float64
+	}{
+		{nil, wire.EventsOff, "http-bare", &r.httpBare},
+		{store, wire.EventsOff, "http-results", &r.httpResults},
+		{nil, wire.EventsStandard, "http-events", &r.httpEvents},
+		{store, wire.EventsStandard, "http", &r.httpRate},
+	} {
+		h := web.New(wcfg, e.client(v.st, v.events), []rest.Check{}, zerolog.Nop()).Handler()
+		h.POST("/bench/noop", noop)
+		var stop func()
+		var err error
+		if base, stop, err = serveLoopback(h); err != nil {
+			return err
+		}
+		stops = append(stops, stop)
+		loops = append(loops, loop{base + "/api/v1/tasks", v.cost, v.rate})
+	}
+	loops[0].url = base + "/bench/noop"
 	body := []byte(`{"task":"sys.ping","args":` + string(e.args) + `}`)
 	hc, closeIdle := httpClient(e.cfg.HTTPClients)
 	defer closeIdle()
@@ -341,15 +333,15 @@ func (e *env) httpEnqueue(ctx context.Context, r *report) error {
 	rounds := min(httpRounds, e.cfg.HTTPTasks)
 	took := make([]time.Duration, len(loops))
 	costs := make([]cost, len(loops))
-	sent := 0
+	// Each loop's cost runs from where the one before it settled to where
+	// it settles itself.
+	prev, err := e.settled(ctx)
+	if err != nil {
+		return err
+	}
 	for i := range rounds {
-		n := e.cfg.HTTPTasks*(i+1)/rounds - sent
-		sent += n
+		n := e.cfg.HTTPTasks*(i+1)/rounds - e.cfg.HTTPTasks*i/rounds
 		for j, l := range loops {
-			before, err := e.snapshot(ctx)
-			if err != nil {
-				return err
-			}
 			d, err := e.post(hc, l.url, body, n)
 			if err != nil {
 				return err
@@ -359,13 +351,14 @@ func (e *env) httpEnqueue(ctx context.Context, r *report) error {
 				return err
 			}
 			took[j] += d
-			costs[j] = costs[j].plus(after.since(before, 1))
+			costs[j] = costs[j].plus(after.since(prev, e.cfg.HTTPTasks))
+			prev = after
 		}
 	}
 	for j, l := range loops {
-		*l.rate = float64(sent) / took[j].Seconds()
+		*l.rate = float64(e.cfg.HTTPTasks) / took[j].Seconds()
 		if l.cost != "" {
-			r.setCost(l.cost, costs[j].per(sent))
+			r.setCost(l.cost, costs[j])
 		}
 	}
 	r.mark("http")
